@@ -1,0 +1,195 @@
+"""The face-model interface every network in frad implements.
+
+A :class:`FaceModel` takes a batch of RGB pixels in [0, 255] (float, N x 3 x H x W), does its
+own preprocessing inside ``forward`` (so gradients reach the pixels and attacks never see
+normalised tensors), and returns the embedding.  ``forward_intermediates`` returns the
+embedding together with any of the model's named taps from the same single pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["TapInfo", "Preprocessing", "ModelInfo", "FaceModel", "PixelPreprocess", "check_pixels"]
+
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """Describes one tap: its name, channel count, stride w.r.t. the network input, module path."""
+
+    name: str
+    channels: int
+    reduction: int
+    module: str
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Maps RGB pixels in [0, 255] to the network's input, differentiably.
+
+    ``mean`` is given in RGB order and pixel units; the input is ``(pixel - mean) * scale``,
+    reordered to ``channel_order``.  ``resize`` optionally resizes the short side to
+    ``resize`` pixels and ``crop`` centre-crops a square of that side (both bilinear/exact,
+    so gradients flow).
+    """
+
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    resize: int | None = None
+    crop: int | None = None
+
+    def fingerprint(self) -> str:
+        return repr(sorted(asdict(self).items()))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a pretrained face model is and expects (timm's ``PretrainedCfg`` in spirit)."""
+
+    name: str
+    architecture: str
+    embedding_dim: int
+    input_size: tuple[int, int]
+    alignment: str
+    metric: Literal["euclidean", "cosine"] = "cosine"
+    weights: str | None = None
+    weights_sha256: str | None = None
+    license: str | None = None
+    source: str | None = None
+    paper: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def check_pixels(x: Tensor) -> None:
+    """Raise a clear error unless ``x`` is a float N x 3 x H x W batch."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor of RGB pixels, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected pixels of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected float pixels in [0, 255], got dtype {x.dtype}; call .float() first")
+
+
+class PixelPreprocess(nn.Module):
+    """Differentiable preprocessing from RGB [0, 255] pixels to network input."""
+
+    def __init__(self, spec: Preprocessing) -> None:
+        super().__init__()
+        self.spec = spec
+        order = [0, 1, 2] if spec.channel_order == "RGB" else [2, 1, 0]
+        mean = torch.tensor([spec.mean[i] for i in order], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.order = order
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.spec
+        if s.resize is not None:
+            h, w = x.shape[-2:]
+            if min(h, w) != s.resize:
+                k = s.resize / min(h, w)
+                size = (max(s.resize, round(h * k)), max(s.resize, round(w * k)))
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=k < 1)
+        if s.crop is not None:
+            h, w = x.shape[-2:]
+            if h < s.crop or w < s.crop:
+                raise ValueError(f"cannot centre-crop {s.crop} from an input of {h}x{w}")
+            top, left = (h - s.crop) // 2, (w - s.crop) // 2
+            x = x[..., top : top + s.crop, left : left + s.crop]
+        if self.order != [0, 1, 2]:
+            x = x[:, self.order]
+        x = x - self.mean
+        if s.scale != 1.0:
+            x = x * s.scale
+        return x
+
+
+class FaceModel(nn.Module):
+    """Base class: pixels in [0, 255] -> embedding, with named taps from the same pass.
+
+    Subclasses set ``info``, ``feature_info`` (one :class:`TapInfo` per tap, input side first,
+    ``embedding`` last) and ``preprocess``, and implement :meth:`_features`.
+    """
+
+    info: ModelInfo
+    feature_info: list[TapInfo]
+    preprocess: nn.Module
+
+    @property
+    def tap_names(self) -> list[str]:
+        """All tap names, input side first (the embedding is the last)."""
+        return [t.name for t in self.feature_info]
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def resolve_taps(self, taps: Iterable[str] | str | None) -> list[str]:
+        """Normalise a tap request (None = all, 'blocks' = all but the embedding) and check names."""
+        names = self.tap_names
+        if taps is None or taps == "all":
+            return names
+        if taps == "blocks":
+            return [n for n in names if n != EMBEDDING and not self._is_head_tap(n)]
+        if isinstance(taps, str):
+            taps = [taps]
+        taps = list(taps)
+        unknown = [t for t in taps if t not in names]
+        if unknown:
+            raise KeyError(f"{self.info.name}: unknown tap(s) {unknown}; available: {names}")
+        return taps
+
+    def _is_head_tap(self, name: str) -> bool:
+        """Taps after the last residual block (pooled features, logits) are not trajectory taps."""
+        return False
+
+    def _features(self, x: Tensor, wanted: set[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Run the network on preprocessed input; return the embedding and the wanted taps."""
+        raise NotImplementedError
+
+    def forward_intermediates(
+        self, pixels: Tensor, taps: Sequence[str] | str | None = None, *, pool: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return ``(embedding, {tap: output})`` from one pass; ``pool`` averages maps to vectors."""
+        check_pixels(pixels)
+        names = self.resolve_taps(taps)
+        emb, out = self._features(self.preprocess(pixels), set(names))
+        result: dict[str, Tensor] = {}
+        for n in names:
+            t = emb if n == EMBEDDING else out[n]
+            if pool and t.ndim == 4:
+                t = t.mean(dim=(2, 3))
+            result[n] = t
+        return emb, result
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """The embedding of RGB pixels in [0, 255]."""
+        check_pixels(pixels)
+        return self._features(self.preprocess(pixels), set())[0]
+
+    def fingerprint(self) -> str:
+        """A stable hash of weights and preprocessing: a cache key that changes with either."""
+        h = hashlib.sha256()
+        h.update(self.info.name.encode())
+        h.update(getattr(self.preprocess, "spec", Preprocessing()).fingerprint().encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def extra_repr(self) -> str:
+        return f"name={self.info.name!r}, taps={len(self.feature_info)}"

@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic files, cache folders, hashing, progress bars."""
