@@ -1,0 +1,1 @@
+"""Adversarial attacks on face classifiers and on the FR system's deep features."""

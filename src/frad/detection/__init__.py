@@ -1,0 +1,1 @@
+"""Adversarial detection from feature-distance trajectories (MLP and LSTM detectors)."""

@@ -1,0 +1,1 @@
+"""Metrics, tables and figures: ROC/AUC/EER, the paper's tables, FR scenarios."""

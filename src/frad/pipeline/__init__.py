@@ -1,0 +1,1 @@
+"""One experiment from one config: stages, resumable runs, the report."""
