@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 # Each module defines ``register(subparsers)``; order is the order shown in --help.
 COMMAND_MODULES = [
     "frad.cli.models_cmd",
-
+    "frad.cli.verify_cmd",
 ]
 
 

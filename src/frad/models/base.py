@@ -13,11 +13,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TapInfo", "Preprocessing", "ModelInfo", "FaceModel", "PixelPreprocess", "check_pixels"]
+__all__ = [
+    "TapInfo",
+    "Preprocessing",
+    "ModelInfo",
+    "FaceModel",
+    "PixelPreprocess",
+    "check_pixels",
+    "to_pixels",
+    "embed_images",
+]
 
 EMBEDDING = "embedding"
 
@@ -78,6 +88,37 @@ def check_pixels(x: Tensor) -> None:
         raise ValueError(f"expected pixels of shape (N, 3, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"expected float pixels in [0, 255], got dtype {x.dtype}; call .float() first")
+
+
+def to_pixels(images: np.ndarray | Tensor, device: torch.device | str | None = None) -> Tensor:
+    """H x W x 3 (or N x H x W x 3) uint8 RGB images -> float N x 3 x H x W pixels in [0, 255]."""
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"expected images of shape (N, H, W, 3), got {tuple(t.shape)}")
+    return t.to(device=device).permute(0, 3, 1, 2).float().contiguous()
+
+
+@torch.no_grad()
+def embed_images(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Embeddings (float32, N x D) of N x H x W x 3 uint8 images, computed in batches."""
+    from ..utils.progress import progress
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = []
+    starts = range(0, len(images), batch_size)
+    for i in progress(starts, desc=desc or "embedding", total=len(starts), unit="batch"):
+        out.append(model(to_pixels(images[i : i + batch_size], device)).float().cpu().numpy())
+    dim = out[0].shape[1] if out else 0
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
 class PixelPreprocess(nn.Module):

@@ -1,0 +1,32 @@
+"""Shared bits of the benchmark scripts: machine description and JSON/text output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import torch
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+
+
+def report(payload: dict[str, Any], text: str, as_json: bool) -> None:
+    payload = {"machine": machine(), **payload}
+    if as_json:
+        json.dump(payload, sys.stdout, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+        sys.stdout.write("\n")
+    else:
+        print(text)
