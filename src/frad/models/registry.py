@@ -7,6 +7,7 @@ entry point and fails with the list of known names on a typo.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,7 +61,26 @@ def model_entry(name: str) -> ModelEntry:
 
 def create_model(name: str, **kwargs: Any) -> FaceModel:
     """Build the registered face model ``name`` (keyword arguments go to its builder)."""
-    return model_entry(name).builder(**kwargs)
+    entry = model_entry(name)
+    _check_kwargs(entry, kwargs)
+    return entry.builder(**kwargs)
+
+
+def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    """A misspelt keyword is a ConfigError naming the builder's parameters, not a TypeError."""
+    try:
+        params = inspect.signature(entry.builder).parameters
+    except (TypeError, ValueError):  # builtins or C callables without a signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"face model {entry.name!r}: unknown argument(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted) or 'no arguments'}"
+        )
 
 
 def _ensure_builtin() -> None:
