@@ -37,7 +37,14 @@ from ..utils.io import atomic_write_bytes
 from ..utils.progress import progress
 from .images import decode_image
 
-__all__ = ["AlignmentSettings", "AlignmentResult", "FaceAligner", "align_images", "METHODS"]
+__all__ = [
+    "AlignmentSettings",
+    "AlignmentResult",
+    "FaceAligner",
+    "align_images",
+    "alignment_for",
+    "METHODS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,20 @@ class AlignmentSettings:
     def key(self) -> str:
         blob = json.dumps({**asdict(self), "v": _CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+#: Chip geometry per ``ModelInfo.alignment``.  dlib's chips are what its network was trained on;
+#: for VGGFace2's loose crops a larger padding approximates their framing (face ~55% of the side).
+_ALIGNMENT_PADDING = {"dlib-5pt-150-pad0.25": 0.25, "vggface2-loose-crop": 0.4}
+
+
+def alignment_for(alignment: str, input_size: tuple[int, int]) -> dict[str, object] | None:
+    """Keyword arguments for :func:`align_images` that suit a model, or None when the model
+    takes whole images (its ``alignment`` is 'none' or unknown) and resizes them itself."""
+    padding = _ALIGNMENT_PADDING.get(alignment)
+    if padding is None:
+        return None
+    return {"size": int(input_size[0]), "padding": padding}
 
 
 @dataclass

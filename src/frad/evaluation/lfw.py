@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.alignment import AlignmentResult, align_images
+from ..data.alignment import AlignmentResult, align_images, alignment_for
+from ..errors import ConfigError
 from ..data.lfw import LFWLayout, Pair, read_pairs
 from ..models.base import FaceModel, embed_images
 from ..recognition.similarity import Metric, check_metric, paired_similarity
@@ -110,7 +111,13 @@ def verify_lfw(
     paths = layout.resolve(keys)
     t0 = time.perf_counter()
     if alignment is None:
-        alignment = align_images([paths[k] for k in keys], size=model.info.input_size[0], detector=detector)  # type: ignore[arg-type]
+        geometry = alignment_for(model.info.alignment, model.info.input_size)
+        if geometry is None:
+            raise ConfigError(
+                f"model {model.info.name!r} declares alignment {model.info.alignment!r}; LFW verification "
+                "needs face chips (dlib-5pt-150-pad0.25 or vggface2-loose-crop)"
+            )
+        alignment = align_images([paths[k] for k in keys], detector=detector, **geometry)  # type: ignore[arg-type]
     t1 = time.perf_counter()
     if device is not None:
         model = model.to(device)
