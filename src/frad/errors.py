@@ -6,7 +6,9 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["FradError", "ConfigError", "DataError", "WeightsError"]
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+__all__ = ["FradError", "ConfigError", "DataError", "WeightsError", "NotFittedError"]
 
 
 class FradError(Exception):
@@ -23,3 +25,7 @@ class DataError(FradError, ValueError):
 
 class WeightsError(FradError, ValueError):
     """A weight file that is missing, damaged, foreign or unsafe: the message names it."""
+
+
+class NotFittedError(FradError, _SkNotFittedError):
+    """An estimator was used before ``fit`` (or ``load``); also scikit-learn's NotFittedError."""

@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = [
     "frad.cli.models_cmd",
     "frad.cli.verify_cmd",
+    "frad.cli.data_cmd",
 ]
 
 

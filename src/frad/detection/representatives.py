@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
-from ..errors import ConfigError, DataError, FradError
+from ..errors import ConfigError, DataError, NotFittedError
 from ..models.base import EMBEDDING
 from ..recognition.similarity import pairwise_distance
 from ..utils.io import read_json, save_npz, load_npz, sha256_file, write_json
@@ -47,10 +46,6 @@ __all__ = ["ClassRepresentatives", "NotFittedError", "KINDS", "check_features", 
 KINDS: tuple[str, ...] = ("medoid", "centroid")
 _FORMAT = "frad.class-representatives"
 _VERSION = 1
-
-
-class NotFittedError(FradError, _SkNotFittedError):
-    """An estimator was used before ``fit`` (or ``load``)."""
 
 
 def sidecar_paths(path: str | os.PathLike[str], data_suffix: str) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ import torch
 
 from ..data.alignment import AlignmentResult, align_images, alignment_for
 from ..errors import ConfigError
-from ..data.lfw import LFWLayout, Pair, read_pairs
+from ..data.lfw import LFWLayout, Pair, lfw_variant, read_pairs
 from ..models.base import FaceModel, embed_images
 from ..recognition.similarity import Metric, check_metric, paired_similarity
 from . import metrics
@@ -132,7 +132,7 @@ def verify_lfw(
     result = LFWVerification(
         model=model.info.name,
         metric=metric,
-        variant=variant or guess_variant(data_dir),
+        variant=variant or lfw_variant(data_dir),
         pairs=len(pairs),
         folds=int(kf.fold_accuracy.size),
         accuracy=kf.mean,
@@ -148,15 +148,3 @@ def verify_lfw(
         seconds={"align": round(t1 - t0, 2), "embed": round(t2 - t1, 2)},
     )
     return result, scores, alignment
-
-
-def guess_variant(data_dir: str | os.PathLike[str]) -> str:
-    """Which LFW images a folder holds, from its README or folder names ('lfw-deepfunneled', ...)."""
-    root = Path(data_dir)
-    readme = root / "README.md"
-    if readme.is_file() and "deep-funneled" in readme.read_text(encoding="utf-8", errors="replace")[:2000]:
-        return "lfw-deepfunneled"
-    for name, variant in (("lfw-deepfunneled", "lfw-deepfunneled"), ("lfw_funneled", "lfw-funneled"), ("lfw", "lfw")):
-        if (root / name).is_dir() or root.name == name:
-            return variant
-    return "lfw (unknown variant)"
