@@ -1,0 +1,46 @@
+"""Attacks by name, so configs (YAML) can name them: ``create_attack('bim', steps=30)``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Attack
+from .carlini_wagner import CarliniWagnerL2
+from .deep_features import DeepFeaturesAttack
+from .gradient import BIM, FGSM, L2MIFGSM, MIFGSM
+from .lbfgs import LBFGS
+
+__all__ = ["ATTACKS", "list_attacks", "attack_class", "create_attack", "attack_parameters"]
+
+#: registry name -> attack class
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (FGSM, BIM, MIFGSM, L2MIFGSM, CarliniWagnerL2, LBFGS, DeepFeaturesAttack)
+}
+
+
+def list_attacks() -> list[str]:
+    return sorted(ATTACKS)
+
+
+def attack_class(name: str) -> type[Attack]:
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}") from None
+
+
+def attack_parameters(name: str) -> list[str]:
+    """The keyword hyper-parameters the attack ``name`` accepts."""
+    sig = inspect.signature(attack_class(name).__init__)
+    return [k for k in sig.parameters if k != "self"]
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    """Build attack ``name`` with ``params``; unknown parameters raise a ConfigError naming them."""
+    known = attack_parameters(name)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"attack {name!r}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return attack_class(name)(**params)
