@@ -52,6 +52,7 @@ __all__ = [
     "draw_targets",
     "run_attacks",
     "load_results",
+    "prune_stale",
     "AttackRun",
     "ShardDone",
     "format_success_table",
@@ -358,6 +359,42 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _spec_meta(spec: AttackSpec, config: RunConfig, attack: Any | None = None) -> dict[str, Any]:
+    """What ``spec.json`` records for one attack: the settings its shards were made with."""
+    attack = spec.build() if attack is None else attack
+    spec_dict = spec.to_dict()
+    spec_dict["params"] = {k: v for k, v in spec_dict["params"].items() if k not in EXECUTION_PARAMS}
+    result_params = {k: v for k, v in attack.get_params().items() if k not in EXECUTION_PARAMS}
+    return {"spec": spec_dict, "attack": result_params, "seed": config.seed, "shard_size": config.shard_size,
+            "batch_size": config.batch_size, "quantise": config.quantise, "format": FORMAT_VERSION}
+
+
+def prune_stale(config: RunConfig, out_dir: str | os.PathLike[str]) -> list[str]:
+    """Delete the shards of attacks in ``out_dir`` whose recorded settings differ from ``config``'s
+    (results of an earlier config under the same name); returns the attack names pruned.
+
+    For pipelines that rerun a changed config in the same folder: attacks whose settings are
+    unchanged keep their finished shards, changed ones start again instead of being refused.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    pruned = []
+    for spec in config.attacks:
+        path = out / spec.name / "spec.json"
+        if not path.is_file():
+            continue
+        try:
+            same = read_json(path) == json.loads(json.dumps(_spec_meta(spec, config)))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(out / spec.name)
+            pruned.append(spec.name)
+            log.info("%s: settings changed since its shards were made; starting it again", spec.name)
+    return pruned
+
+
 def _check_or_write(path: Path, expected: dict[str, Any], what: str) -> None:
     if path.is_file():
         try:
@@ -449,12 +486,7 @@ def run_attacks(
     try:
         for spec in config.attacks:
             attack = spec.build()
-            spec_dict = spec.to_dict()
-            spec_dict["params"] = {k: v for k, v in spec_dict["params"].items() if k not in EXECUTION_PARAMS}
-            result_params = {k: v for k, v in attack.get_params().items() if k not in EXECUTION_PARAMS}
-            spec_meta = {"spec": spec_dict, "attack": result_params, "seed": config.seed,
-                         "shard_size": config.shard_size, "batch_size": config.batch_size,
-                         "quantise": config.quantise, "format": FORMAT_VERSION}
+            spec_meta = _spec_meta(spec, config, attack)
             (out / spec.name).mkdir(parents=True, exist_ok=True)
             _check_or_write(out / spec.name / "spec.json", spec_meta, f"settings for attack {spec.name!r}")
             for stale in (out / spec.name).glob(".shard-*.tmp"):  # left by a killed run's unfinished write

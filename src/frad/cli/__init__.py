@@ -17,6 +17,8 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = [
     "frad.cli.models_cmd",
     "frad.cli.verify_cmd",
+    "frad.cli.run_cmd",
+    "frad.cli.demo_cmd",
     "frad.cli.data_cmd",
 ]
 

@@ -314,7 +314,11 @@ def _run(
 ) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {t: [] for t in taps}
     for s in range(0, len(pixels), batch_size):
-        x = to_pixels(pixels[s : s + batch_size], device)
+        chunk = pixels[s : s + batch_size]
+        if chunk.dtype == np.uint8:
+            x = to_pixels(chunk, device)
+        else:  # float N x 3 x H x W pixels, used as they are (no rounding)
+            x = torch.as_tensor(np.ascontiguousarray(chunk), dtype=torch.float32, device=device)
         emb, feats = model.forward_intermediates(x, taps, pool=True)
         for t in taps:
             v = feats[t]
@@ -339,7 +343,8 @@ def extract_features(
     workers: int | None = None,
     desc: str | None = None,
 ) -> FeatureSet:
-    """Pooled features of every image of ``inputs`` (a dataset, or N x H x W x 3 uint8 model inputs).
+    """Pooled features of every image of ``inputs``: a dataset, N x H x W x 3 uint8 model inputs,
+    or N x 3 x H x W float pixels in [0, 255] (adversarials, used unrounded).
 
     ``taps``: 'all' (default), 'blocks', or tap names; the embedding is always included.
     ``key`` overrides the content key of an array input (e.g. an attack-run id), saving the
@@ -363,8 +368,13 @@ def extract_features(
         arr = np.asarray(inputs)
         if arr.ndim == 3:
             arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise DataError(f"images must be (N, H, W, 3) uint8 RGB, got shape {arr.shape} dtype {arr.dtype}")
+        uint8_images = arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8
+        float_pixels = arr.ndim == 4 and arr.shape[1] == 3 and arr.dtype in (np.float32, np.float64)
+        if not (uint8_images or float_pixels):
+            raise DataError(
+                "images must be (N, H, W, 3) uint8 RGB or (N, 3, H, W) float pixels in [0, 255] "
+                f"(e.g. adversarials), got shape {arr.shape} dtype {arr.dtype}"
+            )
     prep = input_preparation(model, ds, detector=detector, fallback=fallback) if ds is not None else {"kind": "array"}
     n = len(ds) if ds is not None else len(arr)  # type: ignore[arg-type]
     fp = model.fingerprint()

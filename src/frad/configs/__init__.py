@@ -1,0 +1,1 @@
+"""The experiment configs that ship with frad (also reachable as ``configs/`` in a checkout)."""

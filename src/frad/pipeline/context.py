@@ -1,0 +1,182 @@
+"""What the stages of a run share: the config, the run folder and lazily loaded artefacts.
+
+Every artefact is rebuilt from the run folder and frad's caches the same way whichever stage
+asks first, so a stage that a later run skips still provides its outputs to the stages after
+it (the dataset from the scan cache, features from the feature cache, the head and the
+FR system from the run folder).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..utils.io import read_json
+from .config import ExperimentConfig
+
+__all__ = ["RunContext", "build_dataset"]
+
+log = logging.getLogger("frad.run")
+
+
+def _seeded_choice(items: list[Any], k: int, seed: int, salt: str) -> list[Any]:
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha256(f"{seed}\x1f{salt}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(h)
+    return [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))]
+
+
+def build_dataset(cfg: ExperimentConfig) -> Any:
+    """The dataset a config describes, with its identity and image caps applied (seeded)."""
+    from ..data.folders import FaceDataset, load_identity_folders
+
+    d = cfg.data
+    need = max(cfg.split.images_needed, d.min_images or 0)
+    if d.source == "synthetic":
+        from ..data.synthetic import make_synthetic_faces
+
+        s = d.synthetic
+        ds = FaceDataset.from_synthetic(
+            make_synthetic_faces(s.identities, s.images_per_identity, size=s.size, seed=cfg.seed)
+        )
+    elif d.source == "lfw":
+        if not d.path:
+            raise ConfigError("data.path: the LFW folder or archive is needed (`frad demo` finds or fetches it)")
+        from ..data.lfw import lfw_people
+
+        ds = lfw_people(d.path, min_images=need)
+    else:
+        ds = load_identity_folders(d.path, min_images=need)  # type: ignore[arg-type]
+    ds = ds.with_min_images(need)
+    if len(ds.classes) < 2:
+        raise DataError(f"data: fewer than 2 identities have the {need} images per identity the split needs")
+    if d.max_images_per_identity is not None:
+        keep: list[int] = []
+        labels = ds.labels
+        for c, name in enumerate(ds.classes):
+            members = list(np.flatnonzero(labels == c))
+            if len(members) > d.max_images_per_identity:
+                members = _seeded_choice(members, d.max_images_per_identity, cfg.seed, f"images:{name}")
+            keep.extend(int(i) for i in members)
+        ds = ds.subset(sorted(keep))
+    if d.max_identities is not None and len(ds.classes) > d.max_identities:
+        chosen = set(_seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
+        ds = ds.subset([i for i, im in enumerate(ds.images) if ds.classes[im.label] in chosen]).with_min_images(need)
+    return ds
+
+
+class RunContext:
+    """Config, run folder, device, and the artefacts stages produce and consume."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.skipped: list[str] = []  # stages this invocation found up to date
+
+    def setup(self) -> None:
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
+        log.info("device %s, %d torch threads", self.device, torch.get_num_threads())
+
+    def path(self, *parts: str) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @cached_property
+    def device(self) -> torch.device:
+        from ..cli._common import resolve_device
+
+        return resolve_device(self.cfg.device)
+
+    # ------------------------------------------------------------------ model and data
+    @cached_property
+    def model(self) -> Any:
+        from ..models.registry import create_model
+
+        m = self.cfg.model
+        kwargs = dict(m.options)
+        if m.weights is not None:
+            kwargs["weights"] = m.weights
+        return create_model(m.name, **kwargs).to(self.device).eval()
+
+    @cached_property
+    def dataset(self) -> Any:
+        ds = build_dataset(self.cfg)
+        rec = self.run_dir / "dataset.json"
+        if rec.is_file():
+            key = read_json(rec).get("content_key")
+            if key and key != ds.content_key():
+                raise DataError(
+                    f"{self.cfg.data.path or self.cfg.data.source}: the data changed since this run's data stage "
+                    f"(content key {ds.content_key()} vs {key}); rerun with --force data or use a new run folder"
+                )
+        return ds
+
+    @cached_property
+    def split(self) -> Any:
+        from ..data.split import read_split
+
+        return read_split(self.run_dir)
+
+    @cached_property
+    def features(self) -> Any:
+        """Pooled taps and embeddings of every image of the dataset (the feature cache)."""
+        from ..data.features import extract_features
+
+        return extract_features(
+            self.model, self.dataset, taps="all", batch_size=self.cfg.model.batch_size,
+            device=self.device, detector=self.cfg.data.detector, desc="features",
+        )
+
+    def role_features(self, *roles: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``({tap: rows}, labels)`` of the images with the given split roles."""
+        idx = self.split.indices(*roles)
+        return {k: v[idx] for k, v in self.features.taps.items()}, self.split.labels(*roles)
+
+    def images(self, indices: np.ndarray) -> np.ndarray:
+        """Model inputs (N x H x W x 3 uint8: aligned chips where the model needs them)."""
+        from ..data.features import prepare_inputs
+
+        prep = prepare_inputs(self.dataset, self.model, indices, detector=self.cfg.data.detector)
+        bad = np.flatnonzero(~prep.ok)
+        if bad.size:
+            first = int(np.asarray(indices)[bad[0]])
+            raise DataError(f"{self.dataset.images[first].path}: image could not be prepared ({prep.errors.get(int(bad[0]), 'no face')})")
+        return prep.pixels
+
+    # ------------------------------------------------------------------ classifier and FR system
+    @cached_property
+    def head(self) -> Any:
+        from ..recognition.head_training import load_head
+
+        trainer, _ = load_head(self.run_dir / "classifier" / "head")
+        return trainer
+
+    @cached_property
+    def classifier(self) -> Any:
+        return self.head.to_classifier(self.model, list(self.split.classes))
+
+    @cached_property
+    def metric(self) -> str:
+        return self.cfg.recognition.metric or self.model.info.metric
+
+    @cached_property
+    def identifier(self) -> Any:
+        """The FR system's identification: templates = centroids of head-training embeddings."""
+        from ..recognition.identification import TemplateIdentifier
+
+        r = self.cfg.recognition
+        X, y = self.features.embedding[self.split.indices("train")], self.split.labels("train")
+        return TemplateIdentifier(metric=self.metric, method=r.method, n_neighbors=r.n_neighbors).fit(X, y)
+
+    @cached_property
+    def verification(self) -> dict[str, Any]:
+        return read_json(self.run_dir / "recognition" / "verification.json")

@@ -1,0 +1,228 @@
+"""``results.json``: every table and figure of a run in one JSON document.
+
+Gathered from the stages' own outputs (their records, ``detection/results.json`` and
+``scenarios/scenarios.json``); the report is then rendered from this document alone (see
+:mod:`frad.pipeline.report` for the schema), and scripts can compare runs with it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..evaluation import paper
+from ..evaluation import scenarios as S
+from ..utils.io import read_json
+from .config import config_to_dict
+from .context import RunContext
+
+__all__ = ["build_results"]
+
+_FIGURES = {
+    "figure2": ("Figure 2: ROC of each detector configuration",
+                "ROC curves of the eight detector configurations on the test split; top targeted, bottom untargeted."),
+    "figure3": ("Figure 3: ROC per attack family, best detector",
+                "ROC of the best detector of each setting for each attack family (its variants pooled)."),
+    "figure6": ("Figure 6: distance to the assigned class centroid",
+                "Distance of the deep features of successful adversarials to the template (centroid) of the class "
+                "they are assigned to: classifier attacks vs kNN-guided deep-features attacks; natural images to "
+                "their own template for reference."),
+    "figure7": ("Figure 7: distance to the assigned centroid, per targeted attack", "Targeted attacks, one by one."),
+    "figure8": ("Figure 8: distance to the assigned centroid, per untargeted attack", "Untargeted attacks, one by one."),
+    "figure9": ("Figure 9: maximum pixel perturbation (MPP), deep-features attacks",
+                "Per pixel, the largest change over R, G, B, in grey levels, of successful targeted deep-features "
+                "adversarials, per delta."),
+    "figure10": ("Figure 10: impersonation", "Cosine similarity of (x, x-) ('Org') and (x_adv, x-) ('Adv'), x- a natural "
+                 "image of the identity the adversarial is assigned to; the line is the verification threshold "
+                 "at the EER."),
+    "figure11": ("Figure 11: evasion", "Cosine similarity of (x, x+) ('Org') and (x_adv, x+) ('Adv'), x+ another "
+                 "natural image of x's identity; the line is the verification threshold at the EER."),
+    "figure12": ("Figure 12: ROC of detectors trained on classifier attacks, on deep-features attacks",
+                 "Deep-features adversarials crafted from test-split sources only, scored by the detectors of "
+                 "Tables 1-2 (generalisation)."),
+}
+
+
+def _record(ctx: RunContext, stage: str) -> dict[str, Any]:
+    rec = read_json(ctx.run_dir / "stages" / f"{stage}.json")
+    return rec.get("summary") or {}
+
+
+def _ci_rows(table: dict[str, Any]) -> list[list[Any]]:
+    """Detection tables (rows as dicts with a 'ci' map) -> list rows with {value, ci} cells."""
+    cols = table["columns"]
+    out = []
+    for row in table["rows"]:
+        ci = row.get("ci") or {}
+        cells: list[Any] = [row[cols[0]]]
+        for c in cols[1:]:
+            v = row.get(c)
+            cells.append({"value": v, "ci": ci[c]} if v is not None and ci.get(c) else v)
+        out.append(cells)
+    return out
+
+
+def _fr_system(clf: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    ident, ver = rec["identification"], rec["verification"]
+    far_key = next((k for k in ver if k.startswith("tar_at_far_")), None)
+    rows = [
+        ["Classifier head top-1, head-test images", clf.get("test_top1")],
+        ["Classifier head top-5, head-test images", clf.get("test_top5")],
+        ["Classifier top-1, source images (before attack)", clf.get("source_top1")],
+        [f"Identification top-1, natural images vs templates ({ident['metric']})", ident["natural_top1"]],
+        [f"Identification top-1, source images vs templates ({ident['metric']})", ident["source_top1"]],
+        [f"Verification ROC AUC ({ver['metric']})", ver["auc"]],
+        ["Verification EER", ver["eer"]],
+        [f"Verification threshold ({ver['threshold_rule']}, {ver['metric']} similarity)", ver["threshold"]],
+    ]
+    if far_key:
+        rows.append([f"TAR at FAR {far_key.removeprefix('tar_at_far_')}", ver[far_key]])
+    rows.append(["Verification pairs (genuine / impostor)", f"{ver['genuine_pairs']} / {ver['impostor_pairs']}"])
+    rows = [r for r in rows if r[1] is not None]
+    return {"title": "The face-recognition system", "columns": ["Measure", "Value"], "rows": rows,
+            "formats": ["", ".4g"], "paper": paper.paper_table("fr_system"),
+            "notes": ["Templates are centroids of head-training embeddings; the verification threshold comes from "
+                      "genuine and impostor pairs of head-training and validation images only."]}
+
+
+def _attack_success(*summaries: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for summ in summaries:
+        for spec in summ.get("attacks", []):
+            name = spec["name"]
+            r = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summ["success"][name].items()}
+            rows.append([name, "targeted" if spec["targeted"] else "untargeted", int(r["n"]), r["success"],
+                         r["success_quantised"], r["l2"], r["linf"], r["iterations"]])
+    return {"title": "Attack success rates", "columns": ["Attack", "Setting", "Sources", "Success (float32)",
+                                                          "Success (uint8)", "Mean L2", "Mean L-inf", "Mean iterations"],
+            "rows": rows, "formats": ["", "", "d", "pct1", "pct1", ".1f", ".2f", ".1f"],
+            "notes": ["Norms in grey levels (pixels in [0, 255]), over successful adversarials. 'uint8': the "
+                      "adversarial rounded to 8-bit pixels, as a saved image carries it, and judged again."]}
+
+
+def _orderings(check: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    labels = {"cw_hardest": "CW is the hardest family to detect",
+              "untargeted_harder": "Untargeted attacks are harder to detect than targeted",
+              "lstm_ahead": "LSTM detectors are ahead of MLP detectors"}
+    for key, label in labels.items():
+        v = check.get(key) or {}
+        holds = v.get("holds")
+        rows.append([label, "yes" if holds else ("no" if holds is not None else "n/a"), v.get("detail") or ""])
+    best = check.get("best_targeted_macro_auc") or {}
+    if best.get("value") is not None:
+        rows.append([f"Best targeted macro-AUC >= {best.get('target', 0.9)}",
+                     "yes" if best.get("meets_target") else "no",
+                     f"{best['value']:.3f} ({best.get('configuration')})"])
+    return {"title": "Do the paper's orderings hold here?", "columns": ["Claim (the paper)", "Holds", "Detail"],
+            "rows": rows}
+
+
+def _summary_stats(x: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in x.items() if k not in ("counts",)}
+
+
+def build_results(ctx: RunContext) -> dict[str, Any]:
+    """The run's results.json document (see :mod:`frad.pipeline.report`)."""
+    cfg = ctx.cfg
+    data, clf, recog = _record(ctx, "data"), _record(ctx, "classifier"), _record(ctx, "recognition")
+    attacks, dfs = _record(ctx, "attacks"), _record(ctx, "deep_features")
+    det = read_json(ctx.run_dir / "detection" / "results.json")
+    scen = read_json(ctx.run_dir / "scenarios" / "scenarios.json")
+    det_figs = _record(ctx, "detectors").get("figures", {})
+
+    tables: dict[str, Any] = {"fr_system": _fr_system(clf, recog), "attack_success": _attack_success(attacks, dfs)}
+    for tid, setting in (("table1", "targeted"), ("table2", "untargeted")):
+        t = det["tables"].get(setting)
+        if t:
+            tables[tid] = {"title": f"Table {tid[-1]}: AUC per {setting} attack family", "columns": t["columns"],
+                           "rows": _ci_rows(t), "formats": ["", *[".3f"] * (len(t["columns"]) - 1)],
+                           "paper": paper.paper_table(tid),
+                           "notes": ["Each family pools its epsilon and iteration variants against all natural test "
+                                     "images; Macro-AUC is the mean over families; [95% bootstrap interval]."]}
+    ver = scen.get("verification", {})
+    for tid, scenario in (("table3", "impersonation"), ("table4", "evasion")):
+        if ver.get(scenario, {}).get("rows"):
+            tables[tid] = S.verification_table(ver[scenario])
+    for tid, setting in (("table5", "targeted"), ("table6", "untargeted")):
+        g = det.get("generalisation", {}).get(setting)
+        if g and g.get("rows"):
+            tables[tid] = {"title": g.get("title") or f"AUC on {setting} deep-features attacks",
+                           "columns": g["columns"], "rows": _ci_rows(g),
+                           "formats": ["", *[".3f"] * (len(g["columns"]) - 1)],
+                           "paper": paper.paper_table(tid, layout="wide"),
+                           "notes": ["Detectors trained on classifier attacks (Tables 1-2), scored on deep-features "
+                                     "adversarials crafted from test-split sources only."]}
+    if scen.get("df_success"):
+        tables["df_success"] = S.df_success_table(scen["df_success"])
+    if scen.get("mpp"):
+        tables["mpp"] = S.mpp_table(scen["mpp"])
+    if scen.get("distances"):
+        tables["distances"] = S.distance_table(scen["distances"])
+    for setting, t in det.get("eer_tables", {}).items():
+        tables[f"detector_eer_{setting}"] = {"title": t["title"], "columns": t["columns"],
+                                             "rows": [[r[c] for c in t["columns"]] for r in t["rows"]],
+                                             "formats": ["", "pct1", ".3f", "pct1"]}
+    tables["orderings"] = _orderings(det.get("orderings", {}))
+
+    figures: dict[str, Any] = {}
+    data_for = {
+        "figure2": {"classifier": det.get("curves", {}).get("classifier")},
+        "figure3": {"classifier": det.get("curves", {}).get("classifier")},
+        "figure12": {"generalisation": det.get("curves", {}).get("generalisation")},
+        "figure6": {"groups": scen.get("distances", {}).get("groups"), "bin_edges": scen.get("distances", {}).get("bin_edges")},
+        "figure7": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get("targeted")},
+        "figure8": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get("untargeted")},
+        "figure9": scen.get("mpp"),
+        "figure10": ver.get("impersonation"),
+        "figure11": ver.get("evasion"),
+    }
+    for fid, path in {**det_figs, **scen.get("figures", {})}.items():
+        title, caption = _FIGURES.get(fid, (fid, ""))
+        rel = str(path)
+        if rel.startswith(str(ctx.run_dir)):
+            rel = str(Path(rel).relative_to(ctx.run_dir))
+        figures[fid] = {"title": title, "file": rel, "caption": caption, "data": data_for.get(fid)}
+
+    stages = {}
+    for name in ("data", "features", "classifier", "recognition", "attacks", "deep_features", "trajectories",
+                 "detectors", "scenarios", "report"):
+        p = ctx.run_dir / "stages" / f"{name}.json"
+        if p.is_file():
+            r = read_json(p)
+            stages[name] = {"seconds": r.get("seconds"), "status": r.get("status") if name != "report" else "done",
+                            "skipped": name in ctx.skipped, "title": r.get("title")}
+    best = (det.get("orderings") or {}).get("best_targeted_macro_auc") or {}
+    demo = cfg.report.demo
+    ds = data.get("dataset", {})
+    note = cfg.report.note
+    return {
+        "frad_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "title": cfg.report.title or f"frad run: {cfg.name}",
+        "run": {"name": cfg.name, "description": cfg.description, "config_file": "config.yaml",
+                "config": config_to_dict(cfg)},
+        "dataset": {"name": ds.get("name"), "variant": ds.get("variant"), "synthetic": bool(ds.get("synthetic")),
+                    "identities": data.get("identities"), "images": data.get("images"), "split": data.get("split"),
+                    "model": _record(ctx, "features").get("model")},
+        "scale": {"demo": bool(demo), "note": note},
+        "stages": stages,
+        "tables": tables,
+        "figures": figures,
+        "examples": scen.get("examples", {}),
+        "summary": {
+            "head_top1": clf.get("test_top1"),
+            "identification_top1": recog["identification"]["natural_top1"],
+            "verification_auc": recog["verification"]["auc"],
+            "verification_threshold": recog["verification"]["threshold"],
+            "best_targeted_macro_auc": best.get("value"),
+            "best_targeted_configuration": best.get("configuration"),
+            **{f"deep_features_success_{s}_delta{v['delta']:g}": v["rate_pct"]
+               for s, d in (scen.get("df_success") or {}).items() for k, v in d.items()},
+            "classifier_adversarials": int(np.sum([r.get("n", 0) for r in attacks.get("success", {}).values()])),
+        },
+    }

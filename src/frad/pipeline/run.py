@@ -1,0 +1,204 @@
+"""Running an experiment: stages in order, each skipped when its inputs did not change.
+
+A run folder holds the resolved config (``config.yaml``), one record per stage
+(``stages/<stage>.json``: the stage's input fingerprint, status, time taken and a summary),
+the stages' own outputs, ``results.json`` and the report.  A stage's fingerprint hashes the
+config sections it reads and the fingerprints of the stages it depends on, so changing,
+say, the detector settings reruns only the detector stage and what follows.  A stage that
+was interrupted resumes from its finished parts (feature chunks, attack shards, trained
+detectors), which every long stage writes atomically as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..errors import ConfigError
+from ..utils.io import atomic_write_text, read_json, write_json
+from .config import ExperimentConfig, config_to_dict, load_config, section_hash
+from .context import RunContext
+from .stages import STAGES, Stage
+
+__all__ = ["run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
+
+log = logging.getLogger("frad.run")
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    ran: list[str]
+    skipped: list[str]
+    seconds: dict[str, float]
+    report: Path | None
+
+
+def stage_fingerprints(cfg: ExperimentConfig) -> dict[str, str]:
+    """Every stage's input fingerprint: its config sections plus its dependencies' fingerprints."""
+    out: dict[str, str] = {}
+    for st in STAGES:
+        out[st.name] = section_hash(st.name, st.version, st.sections(cfg), [out[d] for d in st.depends])
+    return out
+
+
+def _record_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / "stages" / f"{stage}.json"
+
+
+def _read_record(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    p = _record_path(run_dir, stage)
+    if not p.is_file():
+        return None
+    try:
+        rec = read_json(p)
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+@contextlib.contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Log to ``<run>/log.txt`` as well as to the terminal while the run lasts."""
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("frad")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _write_config(run_dir: Path, cfg: ExperimentConfig, source: str | None) -> None:
+    text = (f"# resolved config of this run (from {source})\n" if source else "") + yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False
+    )
+    atomic_write_text(run_dir / CONFIG_NAME, text)
+
+
+def open_run_config(run_dir: str | os.PathLike[str]) -> ExperimentConfig:
+    """The config a run folder was made with."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a frad run folder (no {CONFIG_NAME})")
+    return load_config(path)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    config_source: str | None = None,
+    force: Sequence[str] = (),
+    until: str | None = None,
+) -> RunOutcome:
+    """Run (or resume) every stage of ``cfg`` in ``run_dir``; ``force`` reruns named stages,
+    ``until`` stops after the named stage."""
+    names = [s.name for s in STAGES]
+    for s in [*force, *([until] if until else [])]:
+        if s not in names:
+            raise ConfigError(f"unknown stage {s!r}; stages: {', '.join(names)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, cfg, config_source)
+    fps = stage_fingerprints(cfg)
+    ctx = RunContext(cfg, run_dir)
+    ran: list[str] = []
+    skipped: list[str] = []
+    seconds: dict[str, float] = {}
+    with _run_log(run_dir):
+        log.info("frad %s: run %r in %s", __version__, cfg.name, run_dir)
+        ctx.setup()
+        for st in STAGES:
+            rec = _read_record(run_dir, st.name)
+            upstream_ran = any(d in ran for d in st.depends)
+            up_to_date = (
+                rec is not None
+                and rec.get("status") == "done"
+                and rec.get("fingerprint") == fps[st.name]
+                and st.name not in force
+                and not upstream_ran
+            )
+            if up_to_date:
+                log.info("stage %-14s up to date, skipped (done %s, took %.1f s)", st.name, rec.get("finished"), rec.get("seconds", 0))
+                skipped.append(st.name)
+                ctx.skipped.append(st.name)
+                seconds[st.name] = float(rec.get("seconds", 0.0))
+            else:
+                if rec is not None and rec.get("status") == "running":
+                    log.info("stage %-14s resuming an interrupted run", st.name)
+                elif rec is not None and rec.get("fingerprint") != fps[st.name]:
+                    log.info("stage %-14s inputs changed since the last run: running again", st.name)
+                elif rec is not None and upstream_ran:
+                    log.info("stage %-14s running again after %s", st.name, ", ".join(d for d in st.depends if d in ran))
+                else:
+                    log.info("stage %-14s running", st.name)
+                seconds[st.name] = _run_stage(ctx, st, fps[st.name], rec)
+                ran.append(st.name)
+            if until and st.name == until:
+                break
+    report = run_dir / "report.html"
+    return RunOutcome(run_dir, ran, skipped, seconds, report if report.is_file() else None)
+
+
+def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str, Any] | None) -> float:
+    path = _record_path(ctx.run_dir, st.name)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    # time already spent on an interrupted attempt counts towards this stage
+    carried = float(previous.get("seconds", 0.0)) if previous and previous.get("status") == "running" and previous.get("fingerprint") == fingerprint else 0.0
+    write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "running",
+                      "started": started, "seconds": carried, "frad_version": __version__})
+    t0 = time.perf_counter()
+    try:
+        summary = st.run(ctx) or {}
+    except BaseException:
+        elapsed = carried + time.perf_counter() - t0
+        write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "running",
+                          "started": started, "seconds": round(elapsed, 2), "frad_version": __version__})
+        raise
+    elapsed = carried + time.perf_counter() - t0
+    write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "done",
+                      "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "seconds": round(elapsed, 2), "frad_version": __version__, "summary": summary})
+    log.info("stage %-14s done in %.1f s", st.name, elapsed)
+    return elapsed
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Where a run stands: each stage's state ('done', 'stale', 'interrupted', 'not run') and time."""
+    run_dir = Path(run_dir)
+    cfg = open_run_config(run_dir)
+    fps = stage_fingerprints(cfg)
+    stages = []
+    for st in STAGES:
+        rec = _read_record(run_dir, st.name)
+        if rec is None:
+            state = "not run"
+        elif rec.get("status") == "running":
+            state = "interrupted"
+        elif rec.get("fingerprint") != fps[st.name]:
+            state = "stale"
+        else:
+            state = "done"
+        stages.append({"stage": st.name, "title": st.title, "state": state,
+                       "seconds": rec.get("seconds") if rec else None,
+                       "finished": rec.get("finished") if rec else None,
+                       "summary": rec.get("summary") if rec and state == "done" else None})
+    report = run_dir / "report.html"
+    return {"run": str(run_dir), "name": cfg.name, "stages": stages,
+            "complete": all(s["state"] == "done" for s in stages),
+            "report": str(report) if report.is_file() else None}

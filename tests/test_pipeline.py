@@ -1,0 +1,192 @@
+"""frad run on a tiny config: the whole pipeline, resuming, status, config errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frad.cli import main
+from frad.pipeline import config as C
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "threads": 1,
+    "data": {"source": "synthetic", "synthetic": {"identities": 5, "images_per_identity": 12}},
+    "split": {"n_natural": 2, "n_source": 3, "min_head_images": 3},
+    "classifier": {"max_epochs": 300},
+    "attacks": {
+        "shard_size": 5,
+        "batch_size": 5,
+        "attacks": [
+            {"attack": "bim", "targeted": [True, False], "epsilon": 0.03, "steps": 5},
+            {"attack": "mifgsm", "targeted": [True, False], "epsilon": 0.03, "steps": 5},
+            {"attack": "cw_l2", "targeted": [True, False], "binary_search_steps": 2, "steps": 20},
+        ],
+    },
+    "deep_features": {"deltas": [5, 10], "max_iter": 50, "workers": 1},
+    "detection": {"n_bootstrap": 50, "detector": {"max_epochs": 5, "batch_size": 64}},
+    "report": {"demo": True, "examples": 2},
+}
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between runs (times, paths, dates)."""
+    drop = {"created", "seconds", "stages", "fit_seconds", "seconds_per_epoch", "run"}
+
+    def clean(x):  # noqa: ANN001, ANN202
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if k not in drop}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return clean(results)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(d / "tiny.yaml", TINY)
+    t0 = time.perf_counter()
+    assert main(["run", str(cfg), "--out", str(d / "run")]) == 0
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 120, f"the tiny pipeline took {elapsed:.0f} s"
+    return d / "run"
+
+
+def test_tiny_pipeline_fills_every_table(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["dataset"]["synthetic"] is True
+    for tid in ("fr_system", "attack_success", "table1", "table2", "table3", "table4", "table5", "table6", "df_success"):
+        table = results["tables"][tid]
+        assert table["rows"], tid
+        for row in table["rows"]:
+            assert all(cell is not None and cell != "" for cell in row), (tid, row)
+    for fid in ("figure2", "figure3", "figure6", "figure7", "figure8", "figure9", "figure10", "figure11", "figure12"):
+        assert (tiny_run / results["figures"][fid]["file"]).is_file(), fid
+    html = (tiny_run / "report.html").read_text()
+    assert "synthetic" in html.lower() and "demo" in html.lower()
+    assert (tiny_run / "report.md").is_file()
+    assert (tiny_run / "split.csv").is_file()
+
+
+def test_status_and_second_run_skips_everything(tiny_run: Path, capsys, tmp_path: Path) -> None:
+    assert main(["status", str(tiny_run), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["complete"] and all(s["state"] == "done" for s in st["stages"])
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    assert main(["run", str(cfg), "--out", str(tiny_run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ran"] == [] and len(out["skipped"]) == len(st["stages"])
+
+
+def test_changed_detector_settings_rerun_only_what_follows(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    changed = json.loads(json.dumps(TINY))
+    changed["detection"]["n_bootstrap"] = 20
+    cfg = write_config(tmp_path / "changed.yaml", changed)
+    assert main(["run", str(cfg), "--out", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ran"] == ["detectors", "report"]
+
+
+def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "frad", "run", str(cfg), "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not list((run / "attacks" / "classifier").glob("*/shard-00000.csv")):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run / "results.json").exists()
+    assert main(["run", str(cfg), "--out", str(run)]) == 0
+    log = (run / "log.txt").read_text()
+    assert re.search(r"stage data\s+up to date, skipped", log)
+    assert "resuming an interrupted run" in log
+    assert re.search(r"skipped \d+ complete shard", log)
+    a = comparable(json.loads((tiny_run / "results.json").read_text()))
+    b = comparable(json.loads((run / "results.json").read_text()))
+    assert a == b
+
+
+# ---------------------------------------------------------------- config errors
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split": {"n_naturel": 2}}, "split.n_naturel: unknown setting"),
+        ({"split": {"n_natural": "two"}}, "split.n_natural: an integer is needed"),
+        ({"data": {"source": "synthetic", "synthetic": {"identities": 5, "images_per_identity": 6}}},
+         "data.synthetic.images_per_identity = 6 is fewer than the split needs"),
+        ({"data": {"min_images": 5}, "split": {"n_natural": 10}}, "more than data.min_images"),
+        ({"detection": {"configurations": ["lstm-mean-euclidean"]}}, "detection.configurations"),
+        ({"attacks": {"attacks": [{"attack": "bim", "epsilon": 0.03, "stepz": 3}]}}, "unknown parameter"),
+        ({"deep_features": {"deltas": [0]}}, "deep_features.deltas: a positive number"),
+        ({"model": {"name": "resnet9000"}}, "model.name: unknown face model"),
+        ({"detection": {"test_size": 1.5}}, "detection.test_size"),
+    ],
+)
+def test_bad_config_fails_before_any_work_with_one_line(tmp_path: Path, capsys, change: dict, message: str) -> None:
+    data = json.loads(json.dumps(TINY))
+    for k, v in change.items():
+        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
+    cfg = write_config(tmp_path / "bad.yaml", data)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "bad.yaml" in err
+    assert not out.exists()
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        C.load_config(path, {"data.path": "/nonexistent"} if "synthetic" not in path.name else {})
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+
+    def walk(cls: type, prefix: str) -> list[str]:
+        out = []
+        for f in dataclasses.fields(cls):
+            t = C.ExperimentConfig.__annotations__.get(f.name) if cls is C.ExperimentConfig else None
+            sub = getattr(C, f.type, None) if isinstance(f.type, str) else None
+            key = f"{prefix}{f.name}"
+            if sub is not None and dataclasses.is_dataclass(sub):
+                out += walk(sub, "" if cls is C.ExperimentConfig else f"{key}.")
+            else:
+                out.append(key)
+            del t
+        return out
+
+    keys = walk(C.ExperimentConfig, "")
+    missing = [k for k in keys if f"`{k}`" not in doc]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
