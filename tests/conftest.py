@@ -44,3 +44,14 @@ def dlib_model():
     from frad.models import create_model
 
     return create_model("dlib_resnet_v1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one torch thread (small models are much faster so), restoring it after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -14,18 +14,10 @@ from torch import nn
 
 from frad.attacks import BIM, CarliniWagnerL2, DeepFeaturesAttack, Misclassification, TargetedMisclassification
 
-pytestmark = [pytest.mark.lfw, pytest.mark.slow]
+pytestmark = [pytest.mark.lfw, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 fb = pytest.importorskip("foolbox", reason="foolbox==3.3.4 is the reference (pip install foolbox==3.3.4)")
 
 N_IDS, PER_ID, SOURCES_PER_ID = 8, 8, 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

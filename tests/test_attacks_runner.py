@@ -35,12 +35,7 @@ from frad.errors import ConfigError
 from frad.models.base import FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ config

@@ -17,13 +17,7 @@ from frad.errors import ConfigError, DataError, WeightsError
 L, K = 5, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small LSTMs are much faster on one thread, and other jobs share this machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trajectories(n_nat: int, n_adv: int, seed: int, separable: bool = True):

@@ -39,6 +39,24 @@ class _IterativeGradientAttack(FixedEpsilonAttack):
     rel_stepsize: float | None
     abs_stepsize: float | None
 
+    def __init__(
+        self,
+        *,
+        steps: int = 10,
+        rel_stepsize: float | None = None,
+        abs_stepsize: float | None = None,
+        epsilon_mode: str = "fixed",
+        search_steps: int = 10,
+        early_stop: bool | None = None,
+    ) -> None:
+        self.steps = steps
+        self.rel_stepsize = rel_stepsize
+        self.abs_stepsize = abs_stepsize
+        self.epsilon_mode = epsilon_mode
+        self.search_steps = search_steps
+        self.early_stop = early_stop
+        self._check()
+
     def _check(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"{type(self).__name__}: steps must be an int >= 1, got {self.steps!r}")
@@ -136,24 +154,6 @@ class BIM(_LinfSign):
 
     name = "bim"
 
-    def __init__(
-        self,
-        *,
-        steps: int = 10,
-        rel_stepsize: float | None = None,
-        abs_stepsize: float | None = None,
-        epsilon_mode: str = "fixed",
-        search_steps: int = 10,
-        early_stop: bool | None = None,
-    ) -> None:
-        self.steps = steps
-        self.rel_stepsize = rel_stepsize
-        self.abs_stepsize = abs_stepsize
-        self.epsilon_mode = epsilon_mode
-        self.search_steps = search_steps
-        self.early_stop = early_stop
-        self._check()
-
 
 class FGSM(_LinfSign):
     """Fast Gradient Sign Method (Goodfellow et al.): one step of eps x sign(gradient)."""
@@ -170,15 +170,8 @@ class FGSM(_LinfSign):
         self._check()
 
 
-class MIFGSM(_LinfSign):
-    """MI-FGSM, L-inf form (Dong et al. 2018): momentum over L1-normalised gradients, sign step.
-
-    ``g <- decay * g + grad / ||grad||_1`` (per sample), ``x <- x + step * sign(g)``, then
-    projection onto the budget and [0, 255].  Step size as :class:`BIM` (default 2 x eps /
-    steps; Dong et al. use eps / steps: ``rel_stepsize=1/steps``).
-    """
-
-    name = "mifgsm"
+class _Momentum(_IterativeGradientAttack):
+    """The momentum of Dong et al. shared by both MI-FGSM forms: ``decay`` and the velocity ``g``."""
 
     def __init__(
         self,
@@ -191,19 +184,25 @@ class MIFGSM(_LinfSign):
         search_steps: int = 10,
         early_stop: bool | None = None,
     ) -> None:
-        self.steps = steps
         self.decay = decay
-        self.rel_stepsize = rel_stepsize
-        self.abs_stepsize = abs_stepsize
-        self.epsilon_mode = epsilon_mode
-        self.search_steps = search_steps
-        self.early_stop = early_stop
-        self._check()
-        if not isinstance(decay, (int, float)) or decay < 0:
-            raise ConfigError(f"MIFGSM: decay must be a number >= 0, got {decay!r}")
+        super().__init__(steps=steps, rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize,
+                         epsilon_mode=epsilon_mode, search_steps=search_steps, early_stop=early_stop)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or decay < 0:
+            raise ConfigError(f"{type(self).__name__}: decay must be a number >= 0, got {decay!r}")
 
     def init_state(self, x0: Tensor) -> dict[str, Tensor]:
         return {"g": torch.zeros_like(x0)}
+
+
+class MIFGSM(_Momentum, _LinfSign):
+    """MI-FGSM, L-inf form (Dong et al. 2018): momentum over L1-normalised gradients, sign step.
+
+    ``g <- decay * g + grad / ||grad||_1`` (per sample), ``x <- x + step * sign(g)``, then
+    projection onto the budget and [0, 255].  Step size as :class:`BIM` (default 2 x eps /
+    steps; Dong et al. use eps / steps: ``rel_stepsize=1/steps``).
+    """
+
+    name = "mifgsm"
 
     def direction_of(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor | None) -> Tensor:
         return _momentum(grad, state, idx, float(self.decay))
@@ -220,7 +219,7 @@ def _momentum(grad: Tensor, state: dict[str, Tensor], idx: Tensor | None, decay:
     return g
 
 
-class L2MIFGSM(_IterativeGradientAttack):
+class L2MIFGSM(_Momentum):
     """MI-FGSM, L2 form of the paper's equations 4-5, with an absolute L2 budget (pixels).
 
     ``g <- decay * g + grad / ||grad||_1``, ``x <- x + alpha * g / ||g||_2`` with
@@ -231,33 +230,8 @@ class L2MIFGSM(_IterativeGradientAttack):
     distance = "l2"
     epsilon_units = "pixels"
 
-    def __init__(
-        self,
-        *,
-        steps: int = 10,
-        decay: float = 1.0,
-        rel_stepsize: float | None = None,
-        abs_stepsize: float | None = None,
-        epsilon_mode: str = "fixed",
-        search_steps: int = 10,
-        early_stop: bool | None = None,
-    ) -> None:
-        self.steps = steps
-        self.decay = decay
-        self.rel_stepsize = rel_stepsize
-        self.abs_stepsize = abs_stepsize
-        self.epsilon_mode = epsilon_mode
-        self.search_steps = search_steps
-        self.early_stop = early_stop
-        self._check()
-        if not isinstance(decay, (int, float)) or decay < 0:
-            raise ConfigError(f"L2MIFGSM: decay must be a number >= 0, got {decay!r}")
-
     def default_rel_stepsize(self) -> float:
         return 1.0 / self.steps
-
-    def init_state(self, x0: Tensor) -> dict[str, Tensor]:
-        return {"g": torch.zeros_like(x0)}
 
     def update(
         self, x: Tensor, x0: Tensor, grad: Tensor, state: dict[str, Tensor], idx: Tensor | None,

@@ -760,7 +760,7 @@ def check_orderings(
     # LSTM ahead of MLP
     count = total = 0
     avg_ok = []
-    for s, by_cfg in dets.items():
+    for by_cfg in dets.values():
         lstm_vals, mlp_vals = [], []
         for k, ev in by_cfg.items():
             c = DetectorConfig.parse(k)
