@@ -56,13 +56,28 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     outcome = run_experiment(cfg, out, config_source=str(args.config), force=args.force, until=args.until)
+    summary = headline(outcome.run_dir)
     payload = {"run": str(outcome.run_dir), "ran": outcome.ran, "skipped": outcome.skipped,
-               "seconds": outcome.seconds, "report": str(outcome.report) if outcome.report else None}
+               "seconds": outcome.seconds, "report": str(outcome.report) if outcome.report else None,
+               "summary": summary}
     text = (f"run {cfg.name!r} in {outcome.run_dir}: ran {', '.join(outcome.ran) or 'nothing'}"
             + (f"; skipped {', '.join(outcome.skipped)}" if outcome.skipped else "")
+            + "".join(f"\n  {k:<40} {_fmt(v)}" for k, v in summary.items())
             + (f"\nreport: {outcome.report}" if outcome.report else ""))
     emit(args, payload, text)
     return 0
+
+
+def headline(run_dir: Path) -> dict[str, object]:
+    """The run's headline numbers (``results.json``'s summary), empty before the report stage."""
+    from ..utils.io import read_json
+
+    path = Path(run_dir) / "results.json"
+    return dict(read_json(path).get("summary", {})) if path.is_file() else {}
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -46,9 +46,11 @@ class FaceClassifier(nn.Module):
         super().__init__()
         if feature not in backbone.tap_names:
             raise KeyError(f"{backbone.info.name}: no tap {feature!r}; available: {backbone.tap_names}")
+        if num_classes is None and head is None and class_names is not None:
+            num_classes = len(class_names)
         if head is None:
             if num_classes is None:
-                raise ValueError("give num_classes or a head")
+                raise ValueError("give num_classes, class_names or a head")
             dim = next(t.channels for t in backbone.feature_info if t.name == feature)
             head = make_head(dim, num_classes, dropout)
         self.backbone = backbone

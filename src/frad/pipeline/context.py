@@ -68,7 +68,9 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         ds = ds.subset(sorted(keep))
     if d.max_identities is not None and len(ds.classes) > d.max_identities:
         chosen = set(_seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
+        too_few = dict(ds.dropped)  # identities left out for lack of images, not by the cap
         ds = ds.subset([i for i, im in enumerate(ds.images) if ds.classes[im.label] in chosen]).with_min_images(need)
+        ds.dropped = too_few
     return ds
 
 

@@ -108,11 +108,17 @@ def _orderings(check: dict[str, Any]) -> dict[str, Any]:
     rows = []
     labels = {"cw_hardest": "CW is the hardest family to detect",
               "untargeted_harder": "Untargeted attacks are harder to detect than targeted",
-              "lstm_ahead": "LSTM detectors are ahead of MLP detectors"}
+              "lstm_ahead_of_mlp": "LSTM detectors are ahead of MLP detectors"}
     for key, label in labels.items():
         v = check.get(key) or {}
         holds = v.get("holds")
-        rows.append([label, "yes" if holds else ("no" if holds is not None else "n/a"), v.get("detail") or ""])
+        if holds is None:
+            verdict = "n/a"
+        elif holds:
+            verdict = "yes"
+        else:
+            verdict = "partly" if v.get("count") else "no"
+        rows.append([label, verdict, v.get("detail") or ""])
     best = check.get("best_targeted_macro_auc") or {}
     if best.get("value") is not None:
         rows.append([f"Best targeted macro-AUC >= {best.get('target', 0.9)}",

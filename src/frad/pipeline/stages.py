@@ -359,7 +359,6 @@ def run_scenarios(ctx: RunContext) -> dict[str, Any]:
     """The paper's section 5.3: distances to the assigned template (Figures 6-8), maximum pixel
     perturbation of deep-features adversarials (Figure 9), impersonation and evasion at the
     verification threshold (Tables 3-4, Figures 10-11), deep-features success rates."""
-    from ..attacks.runner import load_results
     from ..evaluation import scenarios as S
     from ..evaluation.figures import example_amplification, plot_examples, write_scenario_figures
     from ..evaluation.plots import save_figure
