@@ -12,7 +12,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--lfw-dir",
         default=os.environ.get("FRAD_LFW_DIR"),
-        help="LFW folder for the tests that need real faces (default: $FRAD_LFW_DIR); they skip without it",
+        help="LFW folder for the tests that need real faces, as --lfw-dir=DIR (default: $FRAD_LFW_DIR); "
+        "they skip without it",
     )
 
 
@@ -28,10 +29,10 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def lfw_dir(request: pytest.FixtureRequest) -> Path:
-    """The LFW folder, or skip: pass --lfw-dir DIR or set FRAD_LFW_DIR to run LFW tests."""
+    """The LFW folder, or skip: pass --lfw-dir=DIR or set FRAD_LFW_DIR to run LFW tests."""
     value = request.config.getoption("--lfw-dir")
     if not value:
-        pytest.skip("LFW not given: pass --lfw-dir DIR or set FRAD_LFW_DIR to run the tests on real faces")
+        pytest.skip("LFW not given: pass --lfw-dir=DIR or set FRAD_LFW_DIR to run the tests on real faces")
     path = Path(value).expanduser()
     if not (path / "protocol" / "pairs.txt").is_file() and not (path / "pairs.txt").is_file():
         pytest.skip(f"LFW folder {path} not found or has no pairs.txt")

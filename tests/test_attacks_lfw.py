@@ -2,7 +2,7 @@
 and the success rates the paper reports (targeted BIM at eps 0.03, deep features at delta 5),
 measured on a small LFW classifier trained inside the test.
 
-Run with ``python -m pytest --lfw-dir /path/to/lfw tests/test_attacks_lfw.py``.
+Run with ``python -m pytest --lfw-dir=/path/to/lfw tests/test_attacks_lfw.py``.
 """
 
 from __future__ import annotations
