@@ -16,38 +16,12 @@ from torch import nn
 
 from frad.attacks import LBFGS, CarliniWagnerL2, Misclassification, TargetedMisclassification
 from frad.errors import ConfigError
+from tiny_models import TinyConv, Unit
 
 fb = pytest.importorskip("foolbox", reason="foolbox==3.3.4 is the reference (pip install foolbox==3.3.4)")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyConv(nn.Module):
-    def __init__(self, seed: int = 0, classes: int = 5) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(256, classes),
-        )
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x / 255 - 0.5) * 4)
-
-
-class Unit(nn.Module):
-    """The same model on pixels in [0, 1] (for foolbox's bounds (0, 1))."""
-
-    def __init__(self, m: nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.m(x * 255)
 
 
 @pytest.fixture(scope="module")

@@ -7,41 +7,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
-from torch import nn
 
 from frad.attacks import DeepFeaturesAttack, Misclassification, TargetedMisclassification, knn_predict
 from frad.errors import ConfigError
-from frad.models.base import FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo
+from tiny_models import TinyFace
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyFace(FaceModel):
-    """A random 2-conv face model on 3 x 12 x 12 pixels: taps block1, block2, embedding (6-d)."""
-
-    def __init__(self, seed: int = 0, metric: str = "euclidean") -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.c1 = nn.Conv2d(3, 8, 3, 2, 1)
-        self.c2 = nn.Conv2d(8, 16, 3, 2, 1)
-        self.fc = nn.Linear(16 * 9, 6)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
-        self.preprocess = PixelPreprocess(Preprocessing(mean=(127.5, 127.5, 127.5), scale=1 / 32))
-        self.info = ModelInfo(name="tiny_face", architecture="tiny", embedding_dim=6, input_size=(12, 12),
-                              alignment="none", metric=metric)  # type: ignore[arg-type]
-        self.feature_info = [TapInfo("block1", 8, 2, "c1"), TapInfo("block2", 16, 4, "c2"),
-                             TapInfo("embedding", 6, 4, "fc")]
-        self.requires_grad_(False)
-        self.eval()
-
-    def _features(self, x, wanted):
-        a = torch.relu(self.c1(x))
-        b = torch.relu(self.c2(a))
-        emb = self.fc(b.flatten(1))
-        return emb, {k: v for k, v in (("block1", a), ("block2", b)) if k in wanted}
 
 
 @pytest.fixture(scope="module")

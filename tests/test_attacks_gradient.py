@@ -23,29 +23,12 @@ from frad.attacks import (
     create_attack,
 )
 from frad.errors import ConfigError
+from tiny_models import TinyConv
 
 fb = pytest.importorskip("foolbox", reason="foolbox==3.3.4 is the reference (pip install foolbox==3.3.4)")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyConv(nn.Module):
-    """A small random classifier on 3 x 16 x 16 pixels in [0, 255]."""
-
-    def __init__(self, seed: int = 0, classes: int = 5) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(256, classes),
-        )
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x / 255 - 0.5) * 4)
 
 
 class Linear(nn.Module):

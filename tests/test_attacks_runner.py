@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from frad.attacks import (
     BIM,
@@ -32,7 +31,7 @@ from frad.attacks import (
 )
 from frad.attacks.runner import COLUMNS
 from frad.errors import ConfigError
-from frad.models.base import FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo
+from tiny_models import TinyFace
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,31 +115,13 @@ def test_targets_are_deterministic_and_never_the_true_label():
 
 
 # ------------------------------------------------------------------ runs
-class TinyFace(FaceModel):
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.c1 = nn.Conv2d(3, 8, 3, 2, 1)
-        self.fc = nn.Linear(8 * 16, 6)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5)
-        self.preprocess = PixelPreprocess(Preprocessing(mean=(127.5, 127.5, 127.5), scale=1 / 32))
-        self.info = ModelInfo(name="tiny", architecture="tiny", embedding_dim=6, input_size=(8, 8), alignment="none",
-                              metric="euclidean")
-        self.feature_info = [TapInfo("block1", 8, 2, "c1"), TapInfo("embedding", 6, 2, "fc")]
-        self.requires_grad_(False).eval()
-
-    def _features(self, x, wanted):
-        a = torch.relu(self.c1(x))
-        return self.fc(a.flatten(1)), ({"block1": a} if "block1" in wanted else {})
 
 
 @pytest.fixture(scope="module")
 def data():
     from frad.models.classifier import FaceClassifier
 
-    face = TinyFace(0)
+    face = TinyFace(0, size=8)
     clf = FaceClassifier(face, 4, dropout=0.0)
     with torch.no_grad():
         clf.head[1].weight.mul_(5)
