@@ -177,14 +177,12 @@ def test_every_setting_is_documented() -> None:
     def walk(cls: type, prefix: str) -> list[str]:
         out = []
         for f in dataclasses.fields(cls):
-            t = C.ExperimentConfig.__annotations__.get(f.name) if cls is C.ExperimentConfig else None
             sub = getattr(C, f.type, None) if isinstance(f.type, str) else None
             key = f"{prefix}{f.name}"
             if sub is not None and dataclasses.is_dataclass(sub):
                 out += walk(sub, "" if cls is C.ExperimentConfig else f"{key}.")
             else:
                 out.append(key)
-            del t
         return out
 
     keys = walk(C.ExperimentConfig, "")
