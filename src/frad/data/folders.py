@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -324,21 +324,40 @@ class FaceDataset:
         return decode_image(path).pixels
 
     # -- derived datasets
-    def subset(self, indices: Sequence[int] | np.ndarray) -> FaceDataset:
-        """The images at ``indices`` (same classes and labels)."""
-        idx = np.asarray(indices, dtype=np.int64).ravel()
+    def _derived(self, rows: Sequence[int] | np.ndarray, classes: list[str], dropped: dict[str, int]) -> FaceDataset:
+        """The images at ``rows``, re-labelled over ``classes``, with this dataset's provenance."""
+        label = {c: i for i, c in enumerate(classes)}
+        rows = [int(i) for i in np.asarray(rows, dtype=np.int64).ravel()]
+        images = [self.images[i] for i in rows]
+        if classes != self.classes:
+            images = [replace(im, label=label[im.identity]) for im in images]
         return FaceDataset(
-            [self.images[i] for i in idx],
-            self.classes,
+            images,
+            classes,
             name=self.name,
             root=self.root,
             variant=self.variant,
             synthetic=self.synthetic,
             alignment=self.alignment,
             problems=self.problems,
-            pixels=self.pixels[idx] if self.pixels is not None else None,
-            dropped=self.dropped,
+            pixels=self.pixels[rows] if self.pixels is not None else None,
+            dropped=dropped,
         )
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> FaceDataset:
+        """The images at ``indices`` (same classes and labels)."""
+        return self._derived(indices, self.classes, self.dropped)
+
+    def select_identities(self, names: Iterable[str]) -> FaceDataset:
+        """Only the identities ``names``, re-indexed (sorted); the others are left out by choice,
+        so they are not recorded in ``dropped``."""
+        keep = sorted(set(names))
+        unknown = [n for n in keep if n not in self.classes]
+        if unknown:
+            raise DataError(f"dataset {self.name!r}: no identities {unknown[:5]}")
+        wanted = set(keep)
+        rows = [i for i, im in enumerate(self.images) if im.identity in wanted]
+        return self._derived(rows, keep, {k: v for k, v in self.dropped.items() if k in wanted})
 
     def with_min_images(self, min_images: int) -> FaceDataset:
         """Keep identities with at least ``min_images`` images; re-index the classes (sorted names).
@@ -350,21 +369,9 @@ class FaceDataset:
         counts = self.counts()
         keep = [c for c in self.classes if counts[c] >= min_images]
         dropped = {**self.dropped, **{c: n for c, n in counts.items() if n < min_images}}
-        new_label = {c: i for i, c in enumerate(keep)}
-        rows = [i for i, im in enumerate(self.images) if self.classes[im.label] in new_label]
-        images = [replace(self.images[i], label=new_label[self.images[i].identity]) for i in rows]
-        return FaceDataset(
-            images,
-            keep,
-            name=self.name,
-            root=self.root,
-            variant=self.variant,
-            synthetic=self.synthetic,
-            alignment=self.alignment,
-            problems=self.problems,
-            pixels=self.pixels[rows] if self.pixels is not None else None,
-            dropped=dropped,
-        )
+        wanted = set(keep)
+        rows = [i for i, im in enumerate(self.images) if im.identity in wanted]
+        return self._derived(rows, keep, dropped)
 
     def summary(self) -> dict[str, Any]:
         """Identities, images, per-class counts and every problem file (JSON-ready)."""

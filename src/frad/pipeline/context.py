@@ -45,7 +45,7 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         s = d.synthetic
         ds = FaceDataset.from_synthetic(
             make_synthetic_faces(s.identities, s.images_per_identity, size=s.size, seed=cfg.seed)
-        )
+        ).with_min_images(need)
     elif d.source == "lfw":
         if not d.path:
             raise ConfigError("data.path: the LFW folder or archive is needed (`frad demo` finds or fetches it)")
@@ -54,7 +54,6 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         ds = lfw_people(d.path, min_images=need)
     else:
         ds = load_identity_folders(d.path, min_images=need)  # type: ignore[arg-type]
-    ds = ds.with_min_images(need)
     if len(ds.classes) < 2:
         raise DataError(f"data: fewer than 2 identities have the {need} images per identity the split needs")
     if d.max_images_per_identity is not None:
@@ -68,9 +67,7 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         ds = ds.subset(sorted(keep))
     if d.max_identities is not None and len(ds.classes) > d.max_identities:
         chosen = set(_seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
-        too_few = dict(ds.dropped)  # identities left out for lack of images, not by the cap
-        ds = ds.subset([i for i, im in enumerate(ds.images) if ds.classes[im.label] in chosen]).with_min_images(need)
-        ds.dropped = too_few
+        ds = ds.select_identities(chosen)
     return ds
 
 
