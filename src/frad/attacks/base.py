@@ -84,6 +84,13 @@ def _per_sample(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(-1, *([1] * (ndim - 1)))
 
 
+def best_other_class(logits: Tensor, exclude: Tensor) -> Tensor:
+    """Per sample, the most likely class other than ``exclude`` (the runner-up)."""
+    masked = logits.clone()
+    masked[torch.arange(len(logits), device=logits.device), exclude] = -math.inf
+    return masked.argmax(dim=-1)
+
+
 def clip_linf(x0: Tensor, x: Tensor, eps: Tensor | float) -> Tensor:
     """Project ``x`` onto the L-inf ball of radius ``eps`` (pixels; scalar or per sample) around ``x0``."""
     if isinstance(eps, Tensor):
@@ -111,7 +118,7 @@ def perturbation_stats(x0: Tensor, x: Tensor, threshold: float = CHANGE_THRESHOL
     largest change over the channels exceeds ``threshold`` grey levels."""
     d = (x - x0).detach()
     l2 = d.flatten(1).norm(dim=1)
-    linf = d.abs().flatten(1).amax(dim=1) if d[0].numel() else torch.zeros(len(d), device=d.device)
+    linf = d.abs().flatten(1).amax(dim=1) if d.shape[1:].numel() else torch.zeros(len(d), device=d.device)
     changed = (d.abs().amax(dim=1) > threshold).flatten(1).float().mean(dim=1)
     return l2, linf, changed
 
@@ -128,7 +135,7 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
     if model.training:
         warnings.warn(
             f"{type(model).__name__} is in training mode; attacking it in eval mode (restored afterwards)",
-            stacklevel=3,
+            stacklevel=4,  # the attack's caller (through __call__ and this context manager)
         )
     model.eval()
     for p, _ in flags:
@@ -143,6 +150,10 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _epsilon_list(epsilons: Any, allow_none: bool) -> tuple[list[float | None], bool]:
+    if isinstance(epsilons, Tensor) and epsilons.ndim == 0:
+        epsilons = epsilons.item()
+    if isinstance(epsilons, (str, bytes)):
+        raise ValueError(f"epsilons must be a number or a sequence of numbers, got {epsilons!r}")
     scalar = epsilons is None or isinstance(epsilons, (int, float, np.floating, np.integer))
     values = [epsilons] if scalar else list(epsilons)
     if not values:
@@ -154,7 +165,12 @@ def _epsilon_list(epsilons: Any, allow_none: bool) -> tuple[list[float | None], 
                 raise ValueError("this attack needs a budget: epsilons must be numbers, not None")
             out.append(None)
             continue
-        e = float(e)
+        if isinstance(e, (bool, np.bool_, str, bytes)):
+            raise ValueError(f"epsilons must be numbers, got {e!r}")
+        try:
+            e = float(e)
+        except (TypeError, ValueError):
+            raise ValueError(f"epsilons must be numbers, got {e!r}") from None
         if not math.isfinite(e) or e < 0:
             raise ValueError(f"epsilons must be finite and >= 0, got {e}")
         out.append(e)
@@ -248,7 +264,6 @@ class RunOutput:
     x: Tensor
     iterations: Tensor
     evaluations: Tensor | None = None
-    found: Tensor | None = None
     extra: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -396,7 +411,7 @@ class FixedEpsilonAttack(Attack):
         x, crit = self._prepare(inputs, criterion)
         eps_list, scalar = _epsilon_list(epsilons, allow_none=False)
         judge = classifier_judge(model, crit)
-        raws, clips, its, evs, found = [], [], [], [], []
+        raws, clips, its, evs, found = [], [], [], [], []  # found: the budget that succeeded
         with attack_mode(model):
             for eps in eps_list:
                 eps_pix = self.to_pixels(float(eps))  # type: ignore[arg-type]
@@ -458,7 +473,7 @@ class MinimizationAttack(Attack):
 
     @abstractmethod
     def run(self, model: nn.Module, x0: Tensor, criterion: Criterion) -> RunOutput:
-        """Find minimal adversarials of ``x0``; ``found`` marks where one was found."""
+        """Find minimal adversarials of ``x0`` (the inputs themselves where none was found)."""
 
     def __call__(
         self,
@@ -475,13 +490,14 @@ class MinimizationAttack(Attack):
         with attack_mode(model):
             out = self.run(model, x, crit)
             raw = out.x.detach()
-            norm = raw.sub(x).flatten(1).norm(dim=1) if self.distance == "l2" else raw.sub(x).abs().flatten(1).amax(1)
             evs = out.evaluations if out.evaluations is not None else out.iterations
             clips = [self.clip(x, raw, None if e is None else self.to_pixels(e)) for e in eps_list]
+            # the size of each clipped adversarial: what was found within that budget
+            norms = [perturbation_stats(x, c)[0 if self.distance == "l2" else 1] for c in clips]
             k = len(eps_list)
             return self._finish(
                 x=x, judge=judge, targeted=crit.targeted, mode="minimal", epsilons=eps_list, scalar=scalar,
                 raws=[raw] * k, clippeds=clips, iterations=[out.iterations] * k, evaluations=[evs] * k,
-                eps_found=[self.from_pixels(norm)] * k, quantise_check=quantise,
+                eps_found=[self.from_pixels(n) for n in norms], quantise_check=quantise,
                 extra={key: [v] * k for key, v in out.extra.items()},
             )

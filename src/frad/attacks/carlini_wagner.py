@@ -25,19 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import PIXEL_MAX, PIXEL_MIN, MinimizationAttack, RunOutput
+from .base import PIXEL_MAX, PIXEL_MIN, MinimizationAttack, RunOutput, best_other_class
 from .criteria import Criterion
 
 __all__ = ["CarliniWagnerL2"]
 
 _HALF = (PIXEL_MAX - PIXEL_MIN) / 2
 _MID = (PIXEL_MAX + PIXEL_MIN) / 2
-
-
-def _best_other(logits: Tensor, exclude: Tensor) -> Tensor:
-    masked = logits.clone()
-    masked[torch.arange(len(logits), device=logits.device), exclude] = -math.inf
-    return masked.argmax(dim=-1)
 
 
 class CarliniWagnerL2(MinimizationAttack):
@@ -124,7 +118,7 @@ class CarliniWagnerL2(MinimizationAttack):
                 xa = torch.tanh(sel(w0) + d) * _HALF + _MID
                 logits = model(xa)
                 cls = sel(classes)
-                other = _best_other(logits.detach(), cls)
+                other = best_other_class(logits.detach(), cls)
                 r = torch.arange(len(active), device=dev)
                 if targeted:
                     margin = logits[r, other] - logits[r, cls]
@@ -180,4 +174,4 @@ class CarliniWagnerL2(MinimizationAttack):
             lower = np.where(f, lower, consts)
             consts = np.where(np.isinf(upper), consts * 10, (lower + upper) / 2)
 
-        return RunOutput(best, its, found=torch.isfinite(best_norm))
+        return RunOutput(best, its)

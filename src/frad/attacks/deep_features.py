@@ -32,6 +32,7 @@ from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..models.base import EMBEDDING, module_device
 from ..recognition.similarity import check_metric, pairwise_distance
 from .base import PIXEL_MAX, PIXEL_MIN, Attack, AttackResult, _epsilon_list, attack_mode, clip_linf
 from .criteria import Criterion
@@ -39,7 +40,6 @@ from .criteria import Criterion
 __all__ = ["DeepFeaturesAttack", "knn_predict"]
 
 log = logging.getLogger(__name__)
-EMBEDDING = "embedding"
 
 
 def knn_predict(features: Tensor, templates: Tensor, labels: Tensor, metric: str, k: int = 1) -> Tensor:
@@ -63,7 +63,7 @@ def knn_predict(features: Tensor, templates: Tensor, labels: Tensor, metric: str
 
 @dataclass
 class _Shared:
-    """What every image's problem shares (sent to each worker once per call)."""
+    """What every image's problem shares (sent along with each image's job)."""
 
     templates: np.ndarray
     labels: np.ndarray
@@ -101,16 +101,10 @@ def _features(model: nn.Module, x: Tensor, feature: str) -> tuple[Tensor, Tensor
     return emb, taps[feature]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _solve(model: nn.Module, job: _Job) -> tuple[int, np.ndarray, int, int, float, int]:
     """One image's L-BFGS-B problem: (index, adversarial, iterations, evaluations, loss, k-NN class)."""
     s = job.shared
-    dev = _device_of(model)
+    dev = module_device(model)
     shape = job.x.shape
     x0 = job.x.astype(np.float64).ravel()
     lo = np.maximum(PIXEL_MIN, x0 - job.delta)
@@ -334,13 +328,13 @@ class DeepFeaturesAttack(Attack):
 
         with attack_mode(model):
             with torch.no_grad():
-                emb0 = model(x).float().cpu()
                 if guide_images is not None:
                     g_emb, g_phi = _features(model, guide_images.to(x.device).float(), feature)
                     guides = g_phi.float().cpu()
                     guide_labels = knn_predict(g_emb.float().cpu(), tpl, tl, metric, self.k)
-            if guide_images is None:
-                guides, guide_labels = self._template_guides(emb0, classes, crit.targeted, tpl, tl, metric)
+                else:
+                    emb0 = model(x).float().cpu()
+                    guides, guide_labels = self._template_guides(emb0, classes, crit.targeted, tpl, tl, metric)
             shared = _Shared(
                 templates=tpl.numpy(), labels=tl.numpy(), metric=metric, k=self.k, feature=feature,
                 normalize=normalize, max_iterations=self.max_iterations, history=self.history,

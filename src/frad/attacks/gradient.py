@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import PIXEL_MAX, PIXEL_MIN, FixedEpsilonAttack, RunOutput, _check_mode, clip_l2, clip_linf
+from .base import PIXEL_MAX, PIXEL_MIN, FixedEpsilonAttack, RunOutput, _check_mode, _per_sample, clip_l2, clip_linf
 from .criteria import Criterion
 
 __all__ = ["FGSM", "BIM", "MIFGSM", "L2MIFGSM", "input_gradient"]
@@ -26,10 +26,6 @@ def input_gradient(model: nn.Module, x: Tensor, classes: Tensor) -> tuple[Tensor
     loss = F.cross_entropy(logits, classes, reduction="none").sum()
     (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
-
-
-def _ps(v: Tensor, ndim: int) -> Tensor:
-    return v.reshape(-1, *([1] * (ndim - 1)))
 
 
 class _IterativeGradientAttack(FixedEpsilonAttack):
@@ -140,7 +136,7 @@ class _LinfSign(_IterativeGradientAttack):
     ) -> Tensor:
         g = self.direction_of(grad, state, idx).sign()
         # direction is +-1: folding it into the step changes no value
-        x = x + (direction * step if isinstance(step, float) else direction * _ps(step, x.ndim)) * g
+        x = x + (direction * step if isinstance(step, float) else direction * _per_sample(step, x.ndim)) * g
         return clip_linf(x0, x, eps).clamp_(PIXEL_MIN, PIXEL_MAX)
 
 
@@ -211,7 +207,7 @@ class MIFGSM(_Momentum, _LinfSign):
 def _momentum(grad: Tensor, state: dict[str, Tensor], idx: Tensor | None, decay: float) -> Tensor:
     l1 = grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12)
     prev = state["g"] if idx is None else state["g"][idx]
-    g = decay * prev + grad / _ps(l1, grad.ndim)
+    g = decay * prev + grad / _per_sample(l1, grad.ndim)
     if idx is None:
         state["g"] = g
     else:
@@ -239,5 +235,5 @@ class L2MIFGSM(_Momentum):
     ) -> Tensor:
         g = _momentum(grad, state, idx, float(self.decay))
         l2 = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-        x = x + direction * (_ps(step / l2, x.ndim) * g)  # step: float or per-sample tensor
+        x = x + direction * (_per_sample(step / l2, x.ndim) * g)  # step: float or per-sample tensor
         return clip_l2(x0, x, eps).clamp_(PIXEL_MIN, PIXEL_MAX)

@@ -21,7 +21,7 @@ from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import PIXEL_MAX, PIXEL_MIN, MinimizationAttack, RunOutput
+from .base import PIXEL_MAX, PIXEL_MIN, MinimizationAttack, RunOutput, best_other_class
 from .criteria import Criterion
 
 __all__ = ["LBFGS"]
@@ -62,25 +62,22 @@ class LBFGS(MinimizationAttack):
     def run(self, model: nn.Module, x0: Tensor, criterion: Criterion) -> RunOutput:
         n = len(x0)
         best = x0.clone()
-        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
         its = torch.zeros(n, dtype=torch.long, device=x0.device)
         evals = torch.zeros(n, dtype=torch.long, device=x0.device)
         consts = torch.full((n,), float("nan"), dtype=torch.float64)
-        with torch.no_grad():
-            logits0 = model(x0)
+        if criterion.targeted:
+            targets = criterion.classes
+        else:  # untargeted: aim at the most likely other class
+            with torch.no_grad():
+                targets = best_other_class(model(x0), criterion.classes)
         for i in range(n):
             sub = criterion.subset([i])
-            if criterion.targeted:
-                target = int(criterion.classes[i])
-            else:
-                masked = logits0[i].clone()
-                masked[int(criterion.classes[i])] = -float("inf")
-                target = int(masked.argmax())
+            target = int(targets[i])
             adv, nit, nfev, c = self._attack_one(model, x0[i], sub, target)
             its[i], evals[i] = nit, nfev
             if adv is not None:
-                best[i], found[i], consts[i] = adv, True, c
-        return RunOutput(best, its, evaluations=evals, found=found, extra={"const": consts.to(x0.device)})
+                best[i], consts[i] = adv, c
+        return RunOutput(best, its, evaluations=evals, extra={"const": consts.to(x0.device)})
 
     def _attack_one(
         self, model: nn.Module, x: Tensor, criterion: Criterion, target: int

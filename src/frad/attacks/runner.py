@@ -38,12 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
+from ..models.base import module_device, module_fingerprint
 from ..utils.io import atomic_open, atomic_write_text, read_json, write_json
 from ..utils.progress import progress
 from .base import AttackResult, FixedEpsilonAttack
 from .criteria import Misclassification, TargetedMisclassification
 from .deep_features import DeepFeaturesAttack
-from .registry import attack_class, attack_parameters, create_attack
+from .registry import attack_class, create_attack
 
 __all__ = [
     "AttackSpec",
@@ -117,12 +118,10 @@ class AttackSpec:
             self.epsilon = float(self.epsilon)
         elif issubclass(cls, (FixedEpsilonAttack, DeepFeaturesAttack)):
             raise ConfigError(f"{where}: epsilon is required for {self.attack} ({cls.epsilon_units})")
-        unknown = sorted(set(self.params) - set(attack_parameters(self.attack)))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(attack_parameters(self.attack))}"
-            )
-        self.build()  # validates the values
+        try:
+            self.build()  # checks the parameter names and values
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         if not self.name:
             self.name = self.default_name()
 
@@ -313,14 +312,7 @@ def _sha_arrays(*arrays: Any) -> str:
 
 
 def _module_fingerprint(m: nn.Module | None) -> str | None:
-    if m is None:
-        return None
-    h = hashlib.sha256(type(m).__name__.encode())
-    for name, t in sorted(m.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return None if m is None else module_fingerprint(m, type(m).__name__)
 
 
 # ------------------------------------------------------------------------ running
@@ -453,8 +445,7 @@ def run_attacks(
         raise ConfigError(f"attacks {', '.join(needs_df[:3])}... need a face_model and templates")
     if device is None:
         ref = classifier if classifier is not None else face_model
-        params = list(ref.parameters()) if ref is not None else []
-        device = params[0].device if params else torch.device("cpu")
+        device = module_device(ref) if ref is not None else torch.device("cpu")
     device = torch.device(device)
 
     tpl_labels = None

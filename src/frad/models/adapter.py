@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import EMBEDDING, FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo
+from .base import EMBEDDING, FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo, module_device
 
 __all__ = ["tap_model", "TappedModel"]
 
@@ -47,14 +47,6 @@ def _as_embedding(t: Any, what: str) -> Tensor:
     return t
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 class TappedModel(FaceModel):
     """A user's network behind the face-model interface; build it with :func:`tap_model`."""
 
@@ -72,7 +64,7 @@ class TappedModel(FaceModel):
     ) -> None:
         super().__init__()
         self.net = module
-        self.preprocess = PixelPreprocess(preprocessing).to(_module_device(module))
+        self.preprocess = PixelPreprocess(preprocessing).to(module_device(module))
         self._taps = dict(taps)  # tap name -> module name
         self._embedding = embedding
         self._clone: set[str] = set()  # module names whose output is later modified in place

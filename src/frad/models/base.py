@@ -27,6 +27,8 @@ __all__ = [
     "check_pixels",
     "to_pixels",
     "embed_images",
+    "module_device",
+    "module_fingerprint",
 ]
 
 EMBEDDING = "embedding"
@@ -90,6 +92,29 @@ def check_pixels(x: Tensor) -> None:
         raise TypeError(f"expected float pixels in [0, 255], got dtype {x.dtype}; call .float() first")
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def module_fingerprint(module: nn.Module, *salt: str) -> str:
+    """A stable hash of a module's weights and of every :class:`PixelPreprocess` inside it
+    (whose mean is a non-persistent buffer and whose resize/crop are not tensors at all)."""
+    h = hashlib.sha256()
+    for s in salt:
+        h.update(s.encode())
+    for m in module.modules():
+        if isinstance(m, PixelPreprocess):
+            h.update(m.spec.fingerprint().encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def to_pixels(images: np.ndarray | Tensor, device: torch.device | str | None = None) -> Tensor:
     """H x W x 3 (or N x H x W x 3) uint8 RGB images -> float N x 3 x H x W pixels in [0, 255]."""
     t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images)
@@ -112,7 +137,7 @@ def embed_images(
     """Embeddings (float32, N x D) of N x H x W x 3 uint8 images, computed in batches."""
     from ..utils.progress import progress
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     out = []
     starts = range(0, len(images), batch_size)
     for i in progress(starts, desc=desc or "embedding", total=len(starts), unit="batch"):
@@ -172,11 +197,7 @@ class FaceModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        return module_device(self)
 
     def resolve_taps(self, taps: Iterable[str] | str | None) -> list[str]:
         """Normalise a tap request (None = all, 'blocks' = all but the embedding) and check names."""
@@ -223,14 +244,7 @@ class FaceModel(nn.Module):
 
     def fingerprint(self) -> str:
         """A stable hash of weights and preprocessing: a cache key that changes with either."""
-        h = hashlib.sha256()
-        h.update(self.info.name.encode())
-        h.update(getattr(self.preprocess, "spec", Preprocessing()).fingerprint().encode())
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return module_fingerprint(self, self.info.name)
 
     def extra_repr(self) -> str:
         return f"name={self.info.name!r}, taps={len(self.feature_info)}"
