@@ -188,3 +188,16 @@ def test_every_setting_is_documented() -> None:
     keys = walk(C.ExperimentConfig, "")
     missing = [k for k in keys if f"`{k}`" not in doc]
     assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_frad_run_from_python_takes_a_file_and_overrides(tmp_path: Path) -> None:
+    """``frad.run`` is ``frad run`` from Python: a YAML path plus ``--set``-style overrides."""
+    import frad
+
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    out = frad.run(cfg, tmp_path / "run", overrides={"seed": 3}, until="data")
+    assert out.ran == ["data"]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["seed"] == 3
+    with pytest.raises(C.ConfigError, match="overrides apply to a config file"):
+        frad.run(C.load_config(cfg), tmp_path / "run2", overrides={"seed": 1})

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..utils.devices import resolve_device
 from ..utils.io import read_json
 from .config import ExperimentConfig
 
@@ -91,8 +92,6 @@ class RunContext:
 
     @cached_property
     def device(self) -> torch.device:
-        from ..cli._common import resolve_device
-
         return resolve_device(self.cfg.device)
 
     # ------------------------------------------------------------------ model and data

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .config import ExperimentConfig, config_to_dict, load_config, section_hash
 from .context import RunContext
 from .stages import STAGES, Stage
 
-__all__ = ["run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
+__all__ = ["run", "run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
 
 log = logging.getLogger("frad.run")
 CONFIG_NAME = "config.yaml"
@@ -153,6 +153,25 @@ def run_experiment(
                 break
     report = run_dir / "report.html"
     return RunOutcome(run_dir, ran, skipped, seconds, report if report.is_file() else None)
+
+
+def run(
+    config: ExperimentConfig | str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    force: Sequence[str] = (),
+    until: str | None = None,
+) -> RunOutcome:
+    """Run (or resume) a whole experiment from a config object or a YAML file: ``frad run``
+    from Python.  ``overrides`` are dotted keys as with ``--set`` (``{"seed": 1}``)."""
+    source = None
+    if not isinstance(config, ExperimentConfig):
+        source = str(config)
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides apply to a config file; change the ExperimentConfig itself instead")
+    return run_experiment(config, run_dir, config_source=source, force=force, until=until)
 
 
 def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str, Any] | None) -> float:

@@ -21,7 +21,7 @@ from ..utils.io import save_npz, write_json
 from .config import ExperimentConfig
 from .context import RunContext, build_dataset
 
-__all__ = ["Stage", "STAGES", "stage_names"]
+__all__ = ["Stage", "STAGES"]
 
 log = logging.getLogger("frad.run")
 
@@ -486,7 +486,3 @@ STAGES: list[Stage] = [
     Stage("report", "report", ("detectors", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),
 ]
-
-
-def stage_names() -> list[str]:
-    return [s.name for s in STAGES]
