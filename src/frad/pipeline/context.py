@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..utils.devices import resolve_device
+from ..utils.executors import Executor, create_executor
 from ..utils.io import read_json
 from .config import ExperimentConfig
 
@@ -89,6 +90,11 @@ class RunContext:
         p = self.run_dir.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+    @cached_property
+    def executor(self) -> Executor:
+        """Where attack shards execute: this process, or the Ray cluster the config names."""
+        return create_executor(self.cfg.executor_spec)
 
     @cached_property
     def device(self) -> torch.device:

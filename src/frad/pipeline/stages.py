@@ -172,11 +172,11 @@ def _source_arrays(ctx: RunContext, ids: set[str] | None = None) -> tuple[np.nda
 
 
 def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dict[str, Any]:
-    from ..attacks.runner import format_success_table, load_results, prune_stale, run_attacks
+    from ..attacks import format_success_table, load_results, prune_stale, run_attacks
 
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
-    done = run_attacks(run_config, out, device=ctx.device, **kwargs)
+    done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
@@ -203,7 +203,7 @@ def detector_test_sources(ctx: RunContext) -> set[str]:
 
 
 def run_deep_features(ctx: RunContext) -> dict[str, Any]:
-    from ..attacks.runner import RunConfig
+    from ..attacks.grid import RunConfig
 
     d = ctx.cfg.deep_features
     if not d.enabled:
@@ -234,7 +234,7 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- 7. trajectories
 def _attack_runs(ctx: RunContext) -> list[tuple[str, Any]]:
-    from ..attacks.runner import load_results
+    from ..attacks.shards import load_results
 
     runs = [("classifier", load_results(ctx.run_dir / "attacks" / "classifier",
                                         attacks=[a.name for a in ctx.cfg.attacks.run_config(ctx.cfg.seed).attacks]))]
