@@ -199,3 +199,19 @@ def test_ray_shards_equal_local_shards_and_a_killed_worker_loses_nothing(tmp_pat
     assert _files(tmp_path / "killed") == _files(tmp_path / "local")
     assert len(load_results(tmp_path / "killed")) == len(cfg.attacks) * 9
     assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_feature_chunks_on_ray_equal_local_ones_and_fill_the_same_cache(tmp_path: Path, ray_cluster) -> None:
+    from frad.data.features import extract_features
+    from frad.utils.executors import RayExecutor
+
+    face = TinyFace(1, size=8)
+    x = (torch.rand(11, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).numpy()
+    local = extract_features(face, x, chunk_size=4, cache=tmp_path / "local")
+    remote = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=RayExecutor())
+    assert remote.computed == local.computed == 3
+    for t in local.taps:
+        np.testing.assert_array_equal(remote.taps[t], local.taps[t])
+    again = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=RayExecutor())
+    assert again.computed == 0  # every chunk came from the cache the Ray run wrote
+    np.testing.assert_array_equal(again.embedding, local.embedding)

@@ -137,7 +137,7 @@ class RunContext:
 
         return extract_features(
             self.model, self.dataset, taps="all", batch_size=self.cfg.model.batch_size,
-            device=self.device, detector=self.cfg.data.detector, desc="features",
+            device=self.device, detector=self.cfg.data.detector, desc="features", executor=self.executor,
         )
 
     def role_features(self, *roles: str) -> tuple[dict[str, np.ndarray], np.ndarray]:

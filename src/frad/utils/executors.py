@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -31,9 +31,12 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
-    """Runs ``worker(task)`` for every task; yields ``(index, result)`` as results arrive."""
+    """Runs ``worker(task)`` for every task; yields ``(index, result)`` as results arrive.
 
-    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Sequence[T]) -> Iterator[tuple[int, R]]: ...
+    ``tasks`` is read lazily, a few tasks ahead of the results, so a generator that prepares
+    each task's inputs on demand keeps memory bounded."""
+
+    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Iterable[T]) -> Iterator[tuple[int, R]]: ...
 
 
 @dataclass(frozen=True)
@@ -70,15 +73,16 @@ class ExecutorSpec:
 class LocalExecutor:
     """Runs every task here, in order, with one worker."""
 
-    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
-        if not tasks:
-            return
-        worker = factory()
+    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        worker = None
         try:
             for i, task in enumerate(tasks):
+                if worker is None:  # built only when there is work
+                    worker = factory()
                 yield i, worker(task)
         finally:
-            _close(worker)
+            if worker is not None:
+                _close(worker)
 
 
 def _close(worker: Any) -> None:
@@ -135,28 +139,33 @@ class RayExecutor:
                 raise ConfigError(f"executor ray:{self.address or ''}: cannot reach the Ray cluster ({exc})") from None
         return ray
 
-    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
-        if not tasks:
+    def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        todo = enumerate(tasks)
+        first = next(todo, None)
+        if first is None:
             return
         ray = self._ray()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
-        n = self.workers or (gpus or cpus)
-        n = max(1, min(n, len(tasks)))
+        n = max(1, self.workers or (gpus or cpus))
         threads = max(1, cpus // n)
         remote = ray.remote(num_cpus=min(threads, cpus), num_gpus=1 if gpus else 0, max_restarts=self.max_retries,
                             max_task_retries=self.max_retries)(_Actor)
         factory_ref = ray.put(factory)  # sent once through the object store, built in every actor
-        actors = [remote.remote(factory_ref, threads) for _ in range(n)]
+        actors: list[Any] = []
         pending: dict[Any, tuple[int, Any]] = {}  # result ref -> (task index, the actor running it)
-        queue = list(range(len(tasks)))[::-1]
-        free = list(actors)
+        free: list[Any] = []
+        nxt: tuple[int, T] | None = first
         try:
-            while queue or pending:
-                while queue and free:
-                    i, actor = queue.pop(), free.pop()
-                    pending[actor.run.remote(tasks[i])] = (i, actor)
+            while nxt is not None or pending:
+                while nxt is not None and (free or len(actors) < n):
+                    if not free:  # actors start as tasks arrive: no more actors than tasks
+                        actors.append(remote.remote(factory_ref, threads))
+                        free.append(actors[-1])
+                    actor = free.pop()
+                    pending[actor.run.remote(nxt[1])] = (nxt[0], actor)
+                    nxt = next(todo, None)
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 i, actor = pending.pop(ref)
                 free.append(actor)
