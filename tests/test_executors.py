@@ -78,12 +78,14 @@ def test_a_second_driver_stops_at_once_naming_the_holder_and_a_dead_ones_lock_is
         with pytest.raises(FolderBusy, match=rf"in use by pid {proc.pid} on "):
             FolderLock(tmp_path, what="run").acquire()
         assert time.perf_counter() - t0 < 2
+        assert FolderLock(tmp_path).held_by()["pid"] == proc.pid  # what frad status shows
         proc.send_signal(signal.SIGKILL)  # dies holding it: the lock it leaves is stale
         proc.wait()
         with FolderLock(tmp_path, what="run") as lock:
             assert lock.took_over is not None and lock.took_over["pid"] == proc.pid
             assert json.loads(lock.path.read_text())["pid"] == os.getpid()
         assert lock.path.read_text() == ""  # released: names no holder
+        assert FolderLock(tmp_path).held_by() is None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -215,3 +217,16 @@ def test_feature_chunks_on_ray_equal_local_ones_and_fill_the_same_cache(tmp_path
     again = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=RayExecutor())
     assert again.computed == 0  # every chunk came from the cache the Ray run wrote
     np.testing.assert_array_equal(again.embedding, local.embedding)
+
+
+def test_frad_run_executor_flag_is_checked_before_any_work(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from frad.cli import main
+    from test_pipeline import TINY
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--executor", "dask"]) == 2
+    err = capsys.readouterr().err
+    assert "executor: unknown kind 'dask'" in err and not (tmp_path / "run").exists()

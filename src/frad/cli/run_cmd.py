@@ -90,6 +90,9 @@ def status(args: argparse.Namespace) -> int:
 
     st = run_status(args.run_dir)
     lines = [f"run {st['name']!r} in {st['run']}"]
+    if st["held_by"] is not None:
+        h = st["held_by"]
+        lines.append(f"  running now: pid {h.get('pid', '?')} on {h.get('host', '?')} since {h.get('started', '?')}")
     for s in st["stages"]:
         secs = f"{s['seconds']:.1f} s" if s["seconds"] is not None else ""
         lines.append(f"  {s['stage']:<14} {s['state']:<12} {secs:>10}  {s['title']}")

@@ -212,17 +212,19 @@ def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str,
 
 
 def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Where a run stands: each stage's state ('done', 'stale', 'interrupted', 'not run') and time."""
+    """Where a run stands: each stage's state ('done', 'stale', 'running', 'interrupted', 'not
+    run') and time, and which process holds the run now (``held_by``, None when none does)."""
     run_dir = Path(run_dir)
     cfg = open_run_config(run_dir)
     fps = stage_fingerprints(cfg)
+    held_by = FolderLock(run_dir).held_by()
     stages = []
     for st in STAGES:
         rec = _read_record(run_dir, st.name)
         if rec is None:
             state = "not run"
         elif rec.get("status") == "running":
-            state = "interrupted"
+            state = "running" if held_by is not None else "interrupted"
         elif rec.get("fingerprint") != fps[st.name]:
             state = "stale"
         else:
@@ -232,6 +234,6 @@ def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
                        "finished": rec.get("finished") if rec else None,
                        "summary": rec.get("summary") if rec and state == "done" else None})
     report = run_dir / "report.html"
-    return {"run": str(run_dir), "name": cfg.name, "stages": stages,
+    return {"run": str(run_dir), "name": cfg.name, "stages": stages, "held_by": held_by,
             "complete": all(s["state"] == "done" for s in stages),
             "report": str(report) if report.is_file() else None}

@@ -53,6 +53,21 @@ class FolderLock:
             return None
         return data if isinstance(data, dict) else None
 
+    def held_by(self) -> dict[str, object] | None:
+        """The live holder's record when another process holds the folder now, else None."""
+        import fcntl
+
+        if not self.path.is_file():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.holder() or {}
+        finally:
+            os.close(fd)  # closing releases the probe's own lock
+        return None
+
     def acquire(self) -> FolderLock:
         import fcntl
 
