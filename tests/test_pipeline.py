@@ -251,3 +251,16 @@ def test_a_run_interrupted_under_one_executor_resumes_under_the_other(
     a = comparable(json.loads((tiny_run / "results.json").read_text()))
     b = comparable(json.loads((run / "results.json").read_text()))
     assert a == b
+
+
+def test_run_context_invalidates_and_provides_only_its_artefacts(tmp_path: Path) -> None:
+    from frad.pipeline.context import RunContext
+
+    ctx = RunContext(C.config_from_dict(TINY), tmp_path)
+    assert {"model", "dataset", "split", "features", "head", "classifier", "identifier"} <= set(ctx.artefacts())
+    ctx.provide("metric", "cosine")
+    assert ctx.metric == "cosine"
+    ctx.invalidate("metric")
+    assert "metric" not in ctx.__dict__
+    with pytest.raises(AttributeError, match="no artefact splt"):
+        ctx.invalidate("splt")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,15 @@ from ..utils.io import read_json
 from .config import ExperimentConfig
 
 __all__ = ["RunContext", "build_dataset"]
+
+if TYPE_CHECKING:
+    from ..data.features import FeatureSet
+    from ..data.folders import FaceDataset
+    from ..data.split import ProtocolSplit
+    from ..models.base import FaceModel
+    from ..models.classifier import FaceClassifier
+    from ..recognition.head_training import HeadTrainer
+    from ..recognition.identification import TemplateIdentifier
 
 log = logging.getLogger("frad.run")
 
@@ -74,7 +83,11 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
 
 
 class RunContext:
-    """Config, run folder, device, and the artefacts stages produce and consume."""
+    """Config, run folder, device, and the artefacts stages produce and consume.
+
+    Each artefact is a typed property, loaded on first use and kept.  A stage that writes a
+    new version of an artefact says so with :meth:`invalidate` (the next use reloads it) or
+    hands the new object over with :meth:`provide`; nothing else edits the cache."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
         self.cfg = cfg
@@ -85,6 +98,26 @@ class RunContext:
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         log.info("device %s, %d torch threads", self.device, torch.get_num_threads())
+
+    def invalidate(self, *names: str) -> None:
+        """Forget the named artefacts (a stage rewrote them); the next use reloads them."""
+        for name in self._check(names):
+            self.__dict__.pop(name, None)
+
+    def provide(self, name: str, value: Any) -> None:
+        """Hand over an artefact a stage has just built, so later stages do not rebuild it."""
+        self.__dict__[self._check([name])[0]] = value
+
+    @classmethod
+    def artefacts(cls) -> list[str]:
+        """The names a stage may invalidate or provide: the context's cached properties."""
+        return [n for n, v in vars(cls).items() if isinstance(v, cached_property)]
+
+    def _check(self, names: Any) -> list[str]:
+        unknown = [n for n in names if n not in self.artefacts()]
+        if unknown:
+            raise AttributeError(f"RunContext has no artefact {', '.join(unknown)}; artefacts: {', '.join(self.artefacts())}")
+        return list(names)
 
     def path(self, *parts: str) -> Path:
         p = self.run_dir.joinpath(*parts)
@@ -102,7 +135,7 @@ class RunContext:
 
     # ------------------------------------------------------------------ model and data
     @cached_property
-    def model(self) -> Any:
+    def model(self) -> FaceModel:
         from ..models.registry import create_model
 
         m = self.cfg.model
@@ -112,7 +145,7 @@ class RunContext:
         return create_model(m.name, **kwargs).to(self.device).eval()
 
     @cached_property
-    def dataset(self) -> Any:
+    def dataset(self) -> FaceDataset:
         ds = build_dataset(self.cfg)
         rec = self.run_dir / "dataset.json"
         if rec.is_file():
@@ -125,13 +158,13 @@ class RunContext:
         return ds
 
     @cached_property
-    def split(self) -> Any:
+    def split(self) -> ProtocolSplit:
         from ..data.split import read_split
 
         return read_split(self.run_dir)
 
     @cached_property
-    def features(self) -> Any:
+    def features(self) -> FeatureSet:
         """Pooled taps and embeddings of every image of the dataset (the feature cache)."""
         from ..data.features import extract_features
 
@@ -158,14 +191,14 @@ class RunContext:
 
     # ------------------------------------------------------------------ classifier and FR system
     @cached_property
-    def head(self) -> Any:
+    def head(self) -> HeadTrainer:
         from ..recognition.head_training import load_head
 
         trainer, _ = load_head(self.run_dir / "classifier" / "head")
         return trainer
 
     @cached_property
-    def classifier(self) -> Any:
+    def classifier(self) -> FaceClassifier:
         return self.head.to_classifier(self.model, list(self.split.classes))
 
     @cached_property
@@ -173,7 +206,7 @@ class RunContext:
         return self.cfg.recognition.metric or self.model.info.metric
 
     @cached_property
-    def identifier(self) -> Any:
+    def identifier(self) -> TemplateIdentifier:
         """The FR system's identification: templates = centroids of head-training embeddings."""
         from ..recognition.identification import TemplateIdentifier
 

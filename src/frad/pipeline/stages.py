@@ -42,14 +42,14 @@ def run_data(ctx: RunContext) -> dict[str, Any]:
 
     cfg = ctx.cfg
     ds = build_dataset(cfg)
-    ctx.__dict__["dataset"] = ds
+    ctx.provide("dataset", ds)
     settings = SplitSettings(
         n_natural=cfg.split.n_natural, n_source=cfg.split.n_source,
         head_fractions=tuple(cfg.split.head_fractions), min_head_images=cfg.split.min_head_images, seed=cfg.seed,
     )
     split = make_split(ds, settings)
     split.write(ctx.run_dir)
-    ctx.__dict__.pop("split", None)
+    ctx.invalidate("split")
     desc = ds.describe()
     write_json(ctx.path("dataset.json"), {**desc, "content_key": ds.content_key(),
                                           "problems": [p.__dict__ | {"path": str(p.path)} for p in ds.problems]})
@@ -102,8 +102,7 @@ def run_classifier(ctx: RunContext) -> dict[str, Any]:
     )
     trainer.fit(xtr, ytr, xva, yva, n_classes=len(split.classes))
     trainer.save(ctx.path("classifier", "head"), class_names=list(split.classes))
-    ctx.__dict__.pop("head", None)
-    ctx.__dict__.pop("classifier", None)
+    ctx.invalidate("head", "classifier")
     xn, yn = xy("natural")
     xs, ys = xy("source")
     out = {
@@ -152,7 +151,7 @@ def run_recognition(ctx: RunContext) -> dict[str, Any]:
         "verification": {**rep, "fitted_on": "train+val", "held_out": held},
     }
     write_json(ctx.path("recognition", "verification.json"), {**rep, "held_out": held})
-    ctx.__dict__.pop("verification", None)
+    ctx.invalidate("verification")
     log.info("recognition: identification top-1 %.2f%% (natural), verification AUC %.4f, threshold %.4f (%s)",
              100 * out["identification"]["natural_top1"], rep["auc"], rep["threshold"], rep["threshold_rule"])
     return out
