@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..utils.io import atomic_write_bytes, read_json, write_json
+from ..utils.seeding import stable_int
 from .folders import FaceDataset
 
 __all__ = ["ROLES", "HEAD_ROLES", "SplitSettings", "SplitRow", "ProtocolSplit", "make_split", "read_split"]
@@ -91,8 +92,7 @@ class SplitRow:
 
 
 def _identity_seed(seed: int, identity: str) -> np.random.Generator:
-    h = int.from_bytes(hashlib.sha256(identity.encode("utf-8")).digest()[:8], "little")
-    return np.random.default_rng(np.random.SeedSequence([int(seed), h]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stable_int(identity)]))
 
 
 def _head_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError
 from ..utils.devices import resolve_device
 from ..utils.executors import Executor, create_executor
 from ..utils.io import read_json
+from ..utils.seeding import seeded_choice
 from .config import ExperimentConfig
 
 __all__ = ["RunContext", "build_dataset"]
@@ -34,14 +35,6 @@ if TYPE_CHECKING:
     from ..recognition.identification import TemplateIdentifier
 
 log = logging.getLogger("frad.run")
-
-
-def _seeded_choice(items: list[Any], k: int, seed: int, salt: str) -> list[Any]:
-    import hashlib
-
-    h = int.from_bytes(hashlib.sha256(f"{seed}\x1f{salt}".encode()).digest()[:8], "little")
-    rng = np.random.default_rng(h)
-    return [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))]
 
 
 def build_dataset(cfg: ExperimentConfig) -> Any:
@@ -73,11 +66,11 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         for c, name in enumerate(ds.classes):
             members = list(np.flatnonzero(labels == c))
             if len(members) > d.max_images_per_identity:
-                members = _seeded_choice(members, d.max_images_per_identity, cfg.seed, f"images:{name}")
+                members = seeded_choice(members, d.max_images_per_identity, cfg.seed, f"images:{name}")
             keep.extend(int(i) for i in members)
         ds = ds.subset(sorted(keep))
     if d.max_identities is not None and len(ds.classes) > d.max_identities:
-        chosen = set(_seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
+        chosen = set(seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
         ds = ds.select_identities(chosen)
     return ds
 

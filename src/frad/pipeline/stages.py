@@ -209,9 +209,9 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
         return {"enabled": False}
     chosen = detector_test_sources(ctx) if d.sources == "test" else set(ctx.split.image_ids("source"))
     if d.max_sources is not None and len(chosen) > d.max_sources:
-        from .context import _seeded_choice
+        from ..utils.seeding import seeded_choice
 
-        chosen = set(_seeded_choice(sorted(chosen), d.max_sources, ctx.cfg.seed, "deep-features sources"))
+        chosen = set(seeded_choice(sorted(chosen), d.max_sources, ctx.cfg.seed, "deep-features sources"))
     pixels, labels, ids = _source_arrays(ctx, chosen)
     params: dict[str, Any] = {"max_iterations": d.max_iter, "k": d.k, "metric": ctx.metric,
                               "feature": d.tap or "embedding"}
