@@ -171,7 +171,7 @@ def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, m
     async def analyse(upload: UploadFile, field: str, aligned: bool) -> tuple[Any, str, str, Analysis]:
         data = await upload.read()
         with service.batcher.expecting():
-            chip, sha, how = await run_in_threadpool(service.prepare, data, field=field, aligned=aligned)
+            chip, sha, how = await asyncio.wrap_future(service.submit_prepare(data, field=field, aligned=aligned))
             fut = service.batcher.submit(chip)
         a = await asyncio.wrap_future(fut)
         return chip, sha, how, a
@@ -290,7 +290,7 @@ def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, m
     async def attack(image: UploadFile = File(...), kind: str = Form("bim"), target: str | None = Form(None),
                      epsilon: float | None = Form(None), aligned: bool = Form(False)) -> dict[str, Any]:
         data = await image.read()
-        chip, _, _ = await run_in_threadpool(service.prepare, data, field="image", aligned=aligned)
+        chip, _, _ = await asyncio.wrap_future(service.submit_prepare(data, field="image", aligned=aligned))
         t = check_name(target, "target") if target else None
         eps = epsilon if epsilon is not None else (0.03 if kind == "bim" else 10.0)
         t0 = time.perf_counter()

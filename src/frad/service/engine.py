@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
+import concurrent.futures as cf
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,7 @@ class ServiceSettings:
     batch_window_ms: float = 5.0
     top_k: int = 5
     face_detector: str = "hog"  # 'hog' or 'hog+cnn' (CNN only where HOG finds nothing; ~2.5 s an image)
+    prepare_workers: int = max(1, os.cpu_count() or 1)  # threads decoding uploads and finding faces
     attack_max_iterations: int = 100
     api_key: str | None = field(default=None, repr=False)
 
@@ -48,7 +51,7 @@ class ServiceSettings:
         from ..errors import ConfigError
 
         for name in ("max_upload_bytes", "max_image_pixels", "max_enrol_images", "max_batch", "top_k",
-                     "attack_max_iterations"):
+                     "attack_max_iterations", "prepare_workers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"service setting {name} must be an integer >= 1, got {v!r}")
@@ -90,12 +93,25 @@ class FaceService:
         self.batcher = MicroBatcher(self.analyse_batch, max_batch=settings.max_batch,
                                     window_ms=settings.batch_window_ms, on_batch=on_batch)
         self._attack_lock = threading.Lock()
+        self._prep_pool: cf.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self.batcher.start()
+        if self._prep_pool is None:
+            self._prep_pool = cf.ThreadPoolExecutor(self.settings.prepare_workers, thread_name_prefix="frad-prepare")
 
     def stop(self) -> None:
         self.batcher.stop()
+        if self._prep_pool is not None:
+            self._prep_pool.shutdown(wait=True, cancel_futures=True)
+            self._prep_pool = None
+
+    def submit_prepare(self, data: bytes, *, field: str, aligned: bool = False) -> cf.Future[tuple[np.ndarray, str, str]]:
+        """:meth:`prepare` on the service's small pool of threads (each keeps one face aligner)."""
+        if self._prep_pool is None:
+            self.start()
+        assert self._prep_pool is not None
+        return self._prep_pool.submit(self.prepare, data, field=field, aligned=aligned)
 
     # ------------------------------------------------------------------ the network
     @torch.no_grad()
