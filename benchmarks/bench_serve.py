@@ -239,10 +239,9 @@ def part_latency(args: argparse.Namespace, work: Path, photos: list[Path]) -> di
 
 # ---------------------------------------------------------------------------- bad requests
 def _raw(base_port: int, data: bytes, read: bool = True) -> int:
-    """Send raw bytes on a socket (half-closing it), return the HTTP status or 0."""
+    """Send raw bytes on a socket (kept open, as a stalled client would), return the HTTP status or 0."""
     with socket.create_connection(("127.0.0.1", base_port), timeout=30) as s:
         s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
         buf = b""
         while read and b"\r\n" not in buf:
             chunk = s.recv(4096)
@@ -286,7 +285,7 @@ def bad_requests(base: str, port: int, good_jpeg: bytes, known: str) -> list[tup
         ("oversized Content-Length", lambda c: _raw(port, b"POST /v1/identify HTTP/1.1\r\nHost: x\r\n"
                                                     b"Content-Type: multipart/form-data; boundary=b\r\n"
                                                     b"Content-Length: 999999999\r\n\r\n"), 413),
-        ("truncated body", lambda c: _raw(port, truncated_body), 400),
+        ("truncated body (stops short of Content-Length)", lambda c: _raw(port, truncated_body), 408),
     ]
 
 
@@ -405,6 +404,7 @@ def part_fault(args: argparse.Namespace, work: Path, people: dict[str, list[Path
     for trial in range(args.fault_trials):
         srv = Server(args.run, gallery, max_batch=args.max_batch, threads=args.threads, log=work / "server.log")
         acked: set[str] = set()
+        codes: dict[str, int] = {}
         lock = threading.Lock()
         killed = threading.Event()
 
@@ -415,18 +415,26 @@ def part_fault(args: argparse.Namespace, work: Path, people: dict[str, list[Path
                     name = f"fault-{trial}-{i}-{k}"
                     try:
                         r = c.post("/v1/enroll", files=[("images", ("x.jpg", imgs[(i * 7 + k) % len(imgs)], "image/jpeg"))],
-                                   data={"name": name, "aligned": "false"}, headers={"X-API-Key": KEY})
-                        if r.status_code in (200, 201):
-                            with lock:
+                                   data={"name": name}, headers={"X-API-Key": KEY})
+                        with lock:
+                            codes[str(r.status_code)] = codes.get(str(r.status_code), 0) + 1
+                            if r.status_code in (200, 201):
                                 acked.add(name)
-                    except httpx.HTTPError:
-                        pass
+                    except httpx.HTTPError as exc:
+                        with lock:
+                            codes[type(exc).__name__] = codes.get(type(exc).__name__, 0) + 1
                     k += 1
 
         threads = [threading.Thread(target=burst, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        time.sleep(args.fault_after)
+        t_start = time.time()  # kill once the burst is well under way (some enrolments acknowledged)
+        while time.time() - t_start < 90:
+            with lock:
+                if len(acked) >= args.fault_after_acks:
+                    break
+            time.sleep(0.05)
+        time.sleep(random.Random(trial).uniform(0.0, 0.5))
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait()
         killed.set()
@@ -444,7 +452,7 @@ def part_fault(args: argparse.Namespace, work: Path, people: dict[str, list[Path
         with sqlite3.connect(gallery) as db:
             integrity2 = db.execute("PRAGMA integrity_check").fetchone()[0]
         ours = {n for n in names if n.startswith(f"fault-{trial}-")}
-        trials.append({"acknowledged": len(acked), "present": len(ours), "missing": sorted(acked - ours)[:10],
+        trials.append({"answers": codes, "acknowledged": len(acked), "present": len(ours), "missing": sorted(acked - ours)[:10],
                        "unacknowledged_but_committed": len(ours - acked), "integrity_after_kill": integrity,
                        "integrity_after_restart": integrity2, "restarted_healthy": healthy})
         print(f"  fault trial {trial}: {trials[-1]}", flush=True)
@@ -465,7 +473,8 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server (and of the in-process side)")
     ap.add_argument("--fault-trials", type=int, default=2)
-    ap.add_argument("--fault-after", type=float, default=6.0, help="seconds of enrolment burst before SIGKILL")
+    ap.add_argument("--fault-after-acks", type=int, default=20,
+                    help="SIGKILL once this many enrolments were acknowledged (plus 0-0.5 s)")
     ap.add_argument("--report-only", action="store_true", help="serve with --report-only (flagged images answered)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -367,6 +367,48 @@ def test_serve_cli_errors_clearly(tmp_path: Path, capsys) -> None:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def test_a_body_that_stops_short_gets_408_over_real_http(tiny_run: Path, tmp_path: Path) -> None:
+    """uvicorn on loopback: a client announcing more bytes than it sends is answered 408 after
+    the body timeout, and one announcing too many bytes 413 at once."""
+    import uvicorn
+
+    from frad.service import create_app
+
+    svc = make_service(tiny_run, tmp_path / "g.sqlite")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(svc, body_timeout=1.0), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+
+        def raw(data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                s.sendall(data)
+                buf = b""
+                while b"\r\n\r\n" not in buf or not buf.rstrip().endswith(b"}"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                return buf
+
+        head = b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        t0 = time.perf_counter()
+        got = raw(head + b"Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc")
+        assert got.startswith(b"HTTP/1.1 408") and b"stopped short" in got, got[:300]
+        assert 0.9 < time.perf_counter() - t0 < 10
+        got = raw(head + b"Content-Length: 999999999\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 413") and b"limit" in got, got[:300]
+    finally:
+        server.should_exit = True
+        th.join(timeout=30)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

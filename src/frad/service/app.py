@@ -43,18 +43,20 @@ def _json_error(status: int, message: str, **extra: Any) -> JSONResponse:
 class _Guard:
     """Outermost ASGI layer: request-body limit, metrics, and no traceback ever to a client."""
 
-    def __init__(self, app: Any, *, metrics: ServiceMetrics, max_body: int) -> None:
+    def __init__(self, app: Any, *, metrics: ServiceMetrics, max_body: int, body_timeout: float = 10.0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        state = {"status": 500, "started": False, "too_large": False, "received": 0}
+        state = {"status": 500, "started": False, "too_large": False, "received": 0, "timed_out": False}
         route = route_label(scope.get("path", ""))
+        scope["frad.guard"] = state  # lets the error handlers name a body cut off by this layer
 
         async def send_wrapper(msg: dict[str, Any]) -> None:
             if msg["type"] == "http.response.start":
@@ -75,7 +77,13 @@ class _Guard:
                 state["status"] = status
 
         async def receive_wrapper() -> dict[str, Any]:
-            msg = await receive()
+            if state["started"]:
+                return await receive()  # after the answer: only the disconnect is left to wait for
+            try:
+                msg = await asyncio.wait_for(receive(), timeout=self.body_timeout)
+            except asyncio.TimeoutError:
+                state["timed_out"] = True  # a body that stops short of its announced length
+                return {"type": "http.disconnect"}
             if msg["type"] == "http.request":
                 state["received"] += len(msg.get("body", b""))
                 if state["received"] > self.max_body:
@@ -94,11 +102,15 @@ class _Guard:
             await self.app(scope, receive_wrapper, send_wrapper)
             if state["too_large"]:
                 await reply(413, f"request body larger than the limit of {self.max_body} bytes")
+            elif state["timed_out"]:
+                await reply(408, f"the request body stopped short of its announced length (waited {self.body_timeout:g} s)")
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             from starlette.requests import ClientDisconnect
 
             if state["too_large"]:
                 await reply(413, f"request body larger than the limit of {self.max_body} bytes")
+            elif state["timed_out"]:
+                await reply(408, f"the request body stopped short of its announced length (waited {self.body_timeout:g} s)")
             elif isinstance(exc, ClientDisconnect):
                 await reply(400, "the request body ended before its announced length")
             else:
@@ -109,7 +121,8 @@ class _Guard:
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
-def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, max_body: int | None = None) -> FastAPI:
+def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, max_body: int | None = None,
+               body_timeout: float = 10.0) -> FastAPI:
     """The FastAPI application serving ``service`` (started and stopped with the app)."""
     metrics = metrics or ServiceMetrics()
     settings = service.settings
@@ -146,7 +159,12 @@ def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, m
         return _json_error(422, "; ".join(problems) or "invalid request", problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        guard = request.scope.get("frad.guard") or {}
+        if guard.get("too_large"):
+            return _json_error(413, f"request body larger than the limit of {max_body} bytes")
+        if guard.get("timed_out"):
+            return _json_error(408, "the request body stopped short of its announced length")
         msg = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and msg == "Not Found":
             msg = "no such endpoint"
@@ -309,5 +327,5 @@ def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, m
     async def app_js() -> Response:
         return Response(static.joinpath("app.js").read_text(encoding="utf-8"), media_type="text/javascript")
 
-    app.add_middleware(_Guard, metrics=metrics, max_body=max_body)
+    app.add_middleware(_Guard, metrics=metrics, max_body=max_body, body_timeout=body_timeout)
     return app
