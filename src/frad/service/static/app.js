@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let facePng = null;      // the aligned face of the last upload (base64 PNG)
-let lastIdentity = null; // its identity (name) or null
+let lastTop = null;      // its nearest template (name)
 
 function b64ToBlob(b64, type = "image/png") {
   const bin = atob(b64); const a = new Uint8Array(bin.length);
@@ -34,6 +34,7 @@ function showScore(prefix, det) {
   v.className = "verdict " + det.verdict;
 }
 
+// Shows the identity (or "unknown (closest: ...)") and returns the nearest template's name.
 function showIdentity(prefix, body) {
   if (body.code === "flagged_adversarial") {
     $(prefix + "identity").textContent = "refused by the detector";
@@ -45,7 +46,7 @@ function showIdentity(prefix, body) {
   $(prefix + "identity").textContent = name ?? `unknown (closest: ${best.name})`;
   $(prefix + "similarity").textContent =
     `${best.verification_similarity.toFixed(3)} ${body.verification_metric} (accept >= ${body.verification_threshold.toFixed(3)})`;
-  return name;
+  return best.name;
 }
 
 async function identifyFile(file) {
@@ -62,7 +63,7 @@ async function identifyFile(file) {
   const face = r.body.face;
   facePng = face && face.png ? face.png : null;
   if (facePng) $("face").src = "data:image/png;base64," + facePng;
-  lastIdentity = showIdentity("", r.body);
+  lastTop = showIdentity("", r.body);
   const second = r.body.candidates && r.body.candidates[1];
   $("runner-up").textContent = second ? `${second.name} (${second.verification_similarity.toFixed(3)})` : "-";
   showScore("", r.body.detector);
@@ -116,10 +117,10 @@ async function makeAdversarial() {
     $("attack-status").className = "error";
     return;
   }
-  const name = showIdentity("adv-", id.body);
+  const top = showIdentity("adv-", id.body);
   showScore("adv-", id.body.detector);
   $("adv-fooled").textContent = id.body.code === "flagged_adversarial" ? "no answer (refused)"
-    : (name !== lastIdentity ? `yes: ${lastIdentity ?? "unknown"} -> ${name ?? "unknown"}` : "no");
+    : (top !== lastTop ? `yes: nearest identity ${lastTop ?? "-"} -> ${top}` : "no");
   $("attack-status").textContent = "done";
 }
 
