@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..service.build import build_service, resolve_api_key
     from ..service.engine import ServiceSettings
-    from ._common import resolve_device
+    from ..utils.devices import resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, face_detector=args.face_detector, api_key=key,
     )
     service = build_service(run_dir, gallery=args.gallery, settings=settings, detector=args.detector,
-                            import_run_gallery=not args.empty_gallery, device=resolve_device(args.device))
+                            import_run_gallery=not args.empty_gallery, device=resolve_device(args.device, field="--device"))
     log.info("API key for enrol/delete from %s; flagged images are %s", source,
              "reported only" if args.report_only else "refused")
     log.info("serving on http://%s:%d/ (page), http://%s:%d/docs (API)", args.host, args.port, args.host, args.port)
