@@ -35,6 +35,7 @@ __all__ = [
     "DetectionConfig",
     "ScenariosConfig",
     "ReportConfig",
+    "ChecksConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -259,6 +260,16 @@ class ScenariosConfig:
 
 
 @dataclass
+class ChecksConfig:
+    max_face_fallback: float = 0.1
+    min_verification_auc: float = 0.75
+
+    def check(self, where: str) -> None:
+        _in_range(self.max_face_fallback, 0.0, 1.0, f"{where}.max_face_fallback")
+        _in_range(self.min_verification_auc, 0.0, 1.0, f"{where}.min_verification_auc")
+
+
+@dataclass
 class ReportConfig:
     title: str | None = None
     demo: bool = False
@@ -286,6 +297,7 @@ class ExperimentConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     def check(self) -> None:
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
