@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                "summary": summary}
     text = (f"run {cfg.name!r} in {outcome.run_dir}: ran {', '.join(outcome.ran) or 'nothing'}"
             + (f"; skipped {', '.join(outcome.skipped)}" if outcome.skipped else "")
-            + "".join(f"\n  {k:<40} {_fmt(v)}" for k, v in summary.items())
+            + "".join(f"\n  {line}" for line in headline_lines(outcome.run_dir))
             + (f"\nreport: {outcome.report}" if outcome.report else ""))
     emit(args, payload, text)
     return 0
@@ -93,6 +93,23 @@ def headline(run_dir: Path) -> dict[str, object]:
 
     path = Path(run_dir) / "results.json"
     return dict(read_json(path).get("summary", {})) if path.is_file() else {}
+
+
+def headline_lines(run_dir: Path) -> list[str]:
+    """The headline numbers as the report names and prints them (rates as percentages)."""
+    from ..pipeline.report import format_cell
+    from ..utils.io import read_json
+
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return []
+    res = read_json(path)
+    labels = res.get("summary_labels") or {}
+    out = []
+    for k, v in (res.get("summary") or {}).items():
+        label, fmt = labels.get(k, (k, ""))
+        out.append(f"{label:<58} {format_cell(v, fmt) if fmt else _fmt(v)}")
+    return out
 
 
 def _fmt(v: object) -> str:

@@ -41,9 +41,11 @@ API:
       "summary_labels": {key: [label, format]}     # how the report names and prints them
     }
 
-Units: every rate and share in ``results.json`` (success rates, accuracies, the shares of
-Tables 3-4 and of the MPP table) is a fraction in [0, 1]; the report prints them as
-percentages.  Distances, norms and thresholds keep their own units, named in each caption.
+Units: every rate and share in the tables and the summary of ``results.json`` (success
+rates, accuracies, the shares of Tables 3-4 and of the MPP table) is a fraction in [0, 1];
+the report prints them as percentages.  A figure's ``data`` keeps what the figure was drawn
+from, where a key ending in ``_pct`` is a percentage (0-100).  Distances, norms and
+thresholds keep their own units, named in each caption.
 ``dataset`` also carries ``face_finding`` ({images, searched, found, fallback,
 fallback_share, methods}) and the identities left out for too few images.
 
