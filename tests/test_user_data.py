@@ -150,8 +150,6 @@ def test_pipeline_attacks_only_recognised_sources(pipeline_run: Path, tmp_path: 
 
     run = tmp_path / "run"
     shutil.copytree(pipeline_run, run)
-    split = json.loads((run / "split.json").read_text())
-    del split
     real = src_mod.recognised_sources
     wrong: list[str] = []
 
@@ -167,7 +165,7 @@ def test_pipeline_attacks_only_recognised_sources(pipeline_run: Path, tmp_path: 
     cfg["deep_features"]["max_sources"] = 3
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(cfg_path), "--out", str(run), "--until", "deep_features"]) == 0
+    assert main(["run", str(cfg_path), "--out", str(run), "--until", "deep_features", "--force", "attacks"]) == 0
     rec = json.loads((run / "stages" / "attacks.json").read_text())["summary"]
     assert rec["selection"]["left_out_misrecognised"] == 2
     res = load_results(run / "attacks" / "classifier")

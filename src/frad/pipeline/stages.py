@@ -198,9 +198,22 @@ def _source_arrays(ctx: RunContext, ids: set[str] | None = None) -> tuple[np.nda
 def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dict[str, Any]:
     from ..attacks.runner import format_success_table, load_results, prune_stale, run_attacks
 
+    from ..errors import ConfigError
+
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
-    done = run_attacks(run_config, out, device=ctx.device, **kwargs)
+    try:
+        done = run_attacks(run_config, out, device=ctx.device, **kwargs)
+    except ConfigError as exc:
+        if "holds a run with different inputs or models" not in str(exc):
+            raise
+        # the stage runs again because its inputs changed (other sources, a retrained classifier):
+        # the shards in the folder belong to the old inputs and can never be reused
+        import shutil
+
+        log.info("attacks (%s): the attacked sources or models changed; starting the folder afresh", folder)
+        shutil.rmtree(out)
+        done = run_attacks(run_config, out, device=ctx.device, **kwargs)
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
@@ -336,17 +349,27 @@ def run_trajectories(ctx: RunContext) -> dict[str, Any]:
     from ..data.features import extract_features
     from ..detection.representatives import ClassRepresentatives
 
+    import hashlib
+
+    from ..utils.io import atomic_write_text
+
     counts = {}
     for kind, run in _attack_runs(ctx):
         for name in run.attack_names:
             path = ctx.path("trajectories", "adversarial", kind, f"{name}.npz")
-            if path.is_file():
+            # the features are reused only for the very adversarials they were computed from
+            rows = {k: v[run.rows(name)] for k, v in run.table.items()}
+            key = hashlib.sha256(repr([[str(x) for x in rows[c]] for c in ("source_id", "l2", "linf")]).encode()
+                                 ).hexdigest()[:20]
+            key_path = path.with_suffix(".key")
+            if path.is_file() and key_path.is_file() and key_path.read_text().strip() == key:
                 counts[name] = "cached"
                 continue
             adv = np.ascontiguousarray(run.adversarials(name, mmap=False))
             f = extract_features(ctx.model, adv, taps="all", batch_size=ctx.cfg.model.batch_size, device=ctx.device,
                                  cache=False, desc=f"features of {name}")
             save_npz(path, **f.taps)
+            atomic_write_text(key_path, key + "\n")
             counts[name] = len(adv)
     # class representatives: head-training images the classifier gets right
     train_feats, train_labels = ctx.role_features("train")
