@@ -29,7 +29,7 @@ from frad.attacks import (
     paper_grid,
     run_attacks,
 )
-from frad.attacks.runner import COLUMNS
+from frad.attacks.shards import COLUMNS
 from frad.errors import ConfigError
 from tiny_models import TinyFace
 

@@ -19,7 +19,7 @@ from frad.evaluation.detection import (
     evaluate_scores,
     run_detection_experiment,
 )
-from frad.evaluation.metrics import bootstrap_ci, rank_auc
+from frad.utils.metrics import bootstrap_ci, rank_auc
 from frad.evaluation.plots import (
     plot_detection_figures,
     plot_roc_configurations,
@@ -137,7 +137,7 @@ def test_evaluate_scores_against_sklearn_and_bootstrap_reference():
         assert m["n_natural"] == 300 and m["n_adversarial"] == (fam == f).sum()
         lo, hi = m["auc_ci"]
         assert lo < a < hi
-        if f == "CW":  # same scheme as frad.evaluation.metrics.bootstrap_ci (slow), another random stream
+        if f == "CW":  # same scheme as frad.utils.metrics.bootstrap_ci (slow), another random stream
             ref_lo, ref_hi = bootstrap_ci(np.r_[np.zeros(300), np.ones((fam == f).sum())], np.r_[nat, adv[fam == f]],
                                           n_resamples=500, random_state=2)
             assert abs(lo - ref_lo) < 0.03 and abs(hi - ref_hi) < 0.03

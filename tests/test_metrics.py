@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from frad.evaluation import metrics as M
+from frad.utils import metrics as M
 
 
 @pytest.fixture()

@@ -188,3 +188,66 @@ def test_every_setting_is_documented() -> None:
     keys = walk(C.ExperimentConfig, "")
     missing = [k for k in keys if f"`{k}`" not in doc]
     assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_frad_run_from_python_takes_a_file_and_overrides(tmp_path: Path) -> None:
+    """``frad.run`` is ``frad run`` from Python: a YAML path plus ``--set``-style overrides."""
+    import frad
+
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    out = frad.run(cfg, tmp_path / "run", overrides={"seed": 3}, until="data")
+    assert out.ran == ["data"]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["seed"] == 3
+    with pytest.raises(C.ConfigError, match="overrides apply to a config file"):
+        frad.run(C.load_config(cfg), tmp_path / "run2", overrides={"seed": 1})
+
+
+# ---------------------------------------------------------------- executors
+@pytest.fixture()
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'frad[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _interrupt_after(monkeypatch, shards: int) -> None:
+    """Make the attacks stage stop (as Ctrl-C would) once ``shards`` shards are written."""
+    import frad.attacks.runner as runner
+
+    written = []
+    real = runner.write_shard
+
+    def write_then_maybe_stop(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        real(*args, **kwargs)
+        written.append(args[1:3])
+        if len(written) == shards:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "write_shard", write_then_maybe_stop)
+
+
+@pytest.mark.parametrize(("first", "then"), [("local", "ray"), ("ray", "local")])
+def test_a_run_interrupted_under_one_executor_resumes_under_the_other(
+    tiny_run: Path, tmp_path: Path, monkeypatch, local_ray, first: str, then: str
+) -> None:
+    """Resume, status and results do not know which executor ran: the resumed run's
+    results.json equals the uninterrupted local run's."""
+    import frad
+
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            frad.run(cfg, run, overrides={"executor": first})
+    shards = list((run / "attacks" / "classifier").glob("*/shard-*.csv"))
+    assert len(shards) == 2 and not (run / "results.json").exists()
+    frad.run(cfg, run, overrides={"executor": then})
+    assert "resuming an interrupted run" in (run / "log.txt").read_text()
+    a = comparable(json.loads((tiny_run / "results.json").read_text()))
+    b = comparable(json.loads((run / "results.json").read_text()))
+    assert a == b

@@ -27,3 +27,21 @@ def test_readme_names_real_commands() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for cmd in re.findall(r"`frad ([a-z-]+)", text):
         assert cmd in commands, f"README mentions `frad {cmd}`, which does not exist"
+
+
+def test_public_api_names_resolve() -> None:
+    """Every name ``frad`` promises is importable from the package itself, and ``import frad``
+    alone loads no torch (names are imported on first use)."""
+    import subprocess
+    import sys
+
+    import frad
+
+    for name in frad.__all__:
+        assert getattr(frad, name) is not None, name
+    assert frad.run.__module__ == "frad.pipeline.run"
+    with __import__("pytest").raises(AttributeError, match="no attribute 'nope'"):
+        frad.nope  # noqa: B018
+    code = "import sys, frad; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

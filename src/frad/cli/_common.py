@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: --json output, device selection."""
+"""Helpers shared by the subcommands: the --json and --device flags and --json output."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import json
 import sys
 from typing import Any
 
-import torch
-
-from ..errors import ConfigError
 from ..utils.io import json_default
 
-__all__ = ["add_json_flag", "add_device_flag", "emit", "resolve_device"]
+__all__ = ["add_json_flag", "add_device_flag", "emit"]
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
@@ -21,19 +18,6 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1, ...")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; anything else must be a valid torch device string."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device: {name!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device: {name!r} requested but CUDA is not available on this machine")
-    return dev
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:

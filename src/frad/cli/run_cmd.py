@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a setting, e.g. --set detection.n_bootstrap=200 (YAML value)")
     p.add_argument("--force", metavar="STAGE", action="append", default=[], help="rerun a stage even if up to date")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--executor", metavar="KIND",
+                   help="where attack shards run: local (default) or ray[:ADDRESS] (needs frad[ray]); "
+                        "overrides the config's executor and never changes results")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.data:
         overrides["data.path"] = args.data
+    if args.executor:
+        overrides["executor"] = args.executor
     cfg_path = resolve_config_path(args.config)
     cfg = load_config(cfg_path, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_device_flag, add_json_flag, emit, resolve_device
+from ..utils.devices import resolve_device
+from ._common import add_device_flag, add_json_flag, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.lfw import verify_lfw
     from ..models.registry import create_model
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, field="--device")
     kwargs = {"weights": args.weights} if args.weights else {}
     model = create_model(args.model, **kwargs).to(device)
     result, _, _ = verify_lfw(

@@ -22,13 +22,14 @@ dataset); use ``model.forward_intermediates`` directly for maps.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..models.base import EMBEDDING, FaceModel, to_pixels
 from ..utils.cache import cache_dir
+from ..utils.executors import Executor, LocalExecutor
 from ..utils.io import atomic_write_bytes, load_npz, read_json, save_npz, write_json
 from ..utils.progress import progress
 from .folders import FaceDataset
@@ -328,6 +330,32 @@ def _run(
     return {t: np.concatenate(v).astype(np.float32, copy=False) for t, v in out.items()}
 
 
+@dataclass
+class _FeatureTask:
+    """One chunk's model inputs and the taps to compute for it."""
+
+    pixels: np.ndarray
+    taps: list[str]
+
+
+class _FeatureWorker:
+    """Runs the face model over feature chunks; built where the chunks run (here, or in a Ray
+    actor, where it takes the actor's GPU when it has one)."""
+
+    def __init__(self, model: FaceModel, batch_size: int, device: torch.device) -> None:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            device = torch.device("cpu")
+        self.model, self.batch_size, self.device = model.to(device).eval(), batch_size, device
+
+    @staticmethod
+    def factory(model: FaceModel, batch_size: int, device: torch.device) -> Callable[[], _FeatureWorker]:
+        return functools.partial(_FeatureWorker, model, batch_size, device)
+
+    def __call__(self, task: _FeatureTask) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return _run(self.model, task.pixels, task.taps, self.batch_size, self.device)
+
+
 def extract_features(
     model: FaceModel,
     inputs: FaceDataset | np.ndarray,
@@ -342,6 +370,7 @@ def extract_features(
     fallback: Fallback = "centre",
     workers: int | None = None,
     desc: str | None = None,
+    executor: Executor | None = None,
 ) -> FeatureSet:
     """Pooled features of every image of ``inputs``: a dataset, N x H x W x 3 uint8 model inputs,
     or N x 3 x H x W float pixels in [0, 255] (adversarials, used unrounded).
@@ -350,6 +379,8 @@ def extract_features(
     ``key`` overrides the content key of an array input (e.g. an attack-run id), saving the
     hashing.  ``cache``: True (frad's cache folder), a folder, or False (compute, store nothing).
     Datasets are prepared with :func:`prepare_inputs` (aligned where the model needs it).
+    ``executor``: where the network runs over missing chunks (default: here; see
+    :mod:`frad.utils.executors`); inputs are prepared and results cached here either way.
     """
     if not isinstance(model, FaceModel):
         raise TypeError(f"extract_features needs a FaceModel, got {type(model).__name__}")
@@ -415,22 +446,21 @@ def extract_features(
                 },
             )
     n_chunks = max(1, -(-n // chunk_size)) if n else 0
-    parts: dict[str, list[np.ndarray]] = {t: [] for t in names}
-    ok_parts: list[np.ndarray] = []
-    methods: list[str] = []
+    found: list[dict[str, np.ndarray]] = []  # per chunk: tap -> features
+    infos: list[dict[str, Any] | None] = []  # per chunk: the preparation record (datasets)
+    queued: list[tuple[int, list[str]]] = []  # per task sent to the executor: (chunk, taps to compute)
     computed = 0
     dims = {t.name: t.channels for t in model.feature_info}
     bar = progress(total=n_chunks, desc=desc or f"features ({model.info.name})", unit="chunk") if n_chunks > 1 else None
-    was_training = model.training
-    model.eval()
-    try:
+
+    def tasks() -> Iterator[_FeatureTask]:
+        """Each chunk's cached features, and a task for what is missing (inputs prepared here)."""
         for c in range(n_chunks):
             lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-            rows = hi - lo
             have: dict[str, np.ndarray] = {}
             if root is not None:
                 for t in names:
-                    a = _load_npy(_tap_file(root, t, c), rows)
+                    a = _load_npy(_tap_file(root, t, c), hi - lo)
                     if a is not None and (t not in dims or a.shape[1] == dims[t]):
                         have[t] = a
             info = None
@@ -440,16 +470,11 @@ def extract_features(
                 except (OSError, ValueError):
                     info = None
             missing = [t for t in names if t not in have]
+            pixels = None
             if missing or (is_dataset and info is None):
                 if ds is not None:
-                    prepared = prepare_inputs(
-                        ds,
-                        model,
-                        np.arange(lo, hi),
-                        detector=detector,
-                        fallback=fallback,
-                        workers=workers,
-                    )
+                    prepared = prepare_inputs(ds, model, np.arange(lo, hi), detector=detector, fallback=fallback,
+                                              workers=workers)
                     pixels = prepared.pixels
                     info = {"ok": prepared.ok, "methods": np.array(prepared.methods, dtype=str)}
                     for msg in prepared.errors.values():
@@ -458,26 +483,37 @@ def extract_features(
                         save_npz(root / f"inputs.{c:05d}.npz", **info)
                 else:
                     pixels = arr[lo:hi]  # type: ignore[index]
-                if missing:
-                    new = _run(model, pixels, missing, batch_size, device)
-                    for t, a in new.items():
-                        if root is not None:
-                            _save_npy(_tap_file(root, t, c), a)
-                        have[t] = a
-                    computed += 1
-            for t in names:
-                parts[t].append(have[t])
-            if is_dataset:
-                ok_parts.append(np.asarray(info["ok"], dtype=bool))  # type: ignore[index]
-                methods.extend(str(m) for m in info["methods"])  # type: ignore[index]
-            else:
-                ok_parts.append(np.ones(rows, dtype=bool))
+            found.append(have)
+            infos.append(info)
+            if missing:
+                queued.append((c, missing))
+                yield _FeatureTask(pixels, missing)
+            elif bar is not None:
+                bar.update(1)
+
+    was_training = model.training
+    model.eval()
+    try:
+        for i, new in (executor or LocalExecutor()).imap(_FeatureWorker.factory(model, batch_size, device), tasks()):
+            c = queued[i][0]
+            for t, a in new.items():
+                if root is not None:
+                    _save_npy(_tap_file(root, t, c), a)
+                found[c][t] = a
+            computed += 1
             if bar is not None:
                 bar.update(1)
     finally:
         model.train(was_training)
         if bar is not None:
             bar.close()
+    parts = {t: [f[t] for f in found] for t in names}
+    if is_dataset:
+        ok_parts = [np.asarray(info["ok"], dtype=bool) for info in infos]  # type: ignore[index]
+        methods = [str(m) for info in infos for m in info["methods"]]  # type: ignore[index]
+    else:
+        ok_parts = [np.ones(len(f[names[0]]), dtype=bool) for f in found]
+        methods = []
     taps_out = {t: (np.concatenate(parts[t]) if parts[t] else np.zeros((0, dims.get(t, 0)), np.float32)) for t in names}
     ok = np.concatenate(ok_parts) if ok_parts else np.zeros(0, dtype=bool)
     return FeatureSet(

@@ -9,7 +9,7 @@ subset shipped with frad's test data (``images/`` plus ``pairs-images/``, protoc
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,6 @@ __all__ = [
     "Pair",
     "read_pairs",
     "LFWLayout",
-    "pairs_folds",
     "LFW_ARCHIVES",
     "LFW_PROTOCOL_FILES",
     "fetch_lfw",
@@ -111,10 +110,6 @@ def read_pairs(path: str | os.PathLike[str]) -> list[Pair]:
             raise DataError(f"{path}:{lineno}: image numbers start at 1: {line!r}")
         pairs.append(pair)
     return pairs
-
-
-def pairs_folds(pairs: Sequence[Pair]) -> list[int]:
-    return [p.fold for p in pairs]
 
 
 class LFWLayout:

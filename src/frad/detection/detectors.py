@@ -68,7 +68,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError, WeightsError
-from ..evaluation.metrics import rank_auc
+from ..utils.metrics import rank_auc
 from ..utils.io import atomic_write_bytes, read_json, sha256_file, write_json
 from ..utils.progress import progress
 from .representatives import NotFittedError, sidecar_paths

@@ -67,7 +67,7 @@ from ..detection.trajectories import METRIC_LABELS, compute_trajectories
 from ..errors import ConfigError, DataError, FradError
 from ..utils.io import json_default, write_json
 from ..utils.progress import progress
-from .metrics import accuracy_at, auc, eer, rank_auc, roc
+from ..utils.metrics import accuracy_at, auc, eer, rank_auc, roc
 
 __all__ = [
     "DetectorConfig",

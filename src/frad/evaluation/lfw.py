@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..data.lfw import LFWLayout, Pair, lfw_variant, read_pairs
 from ..models.base import FaceModel, embed_images
 from ..recognition.similarity import Metric, check_metric, paired_similarity
-from . import metrics
+from ..utils import metrics
 
 __all__ = ["LFWVerification", "verify_lfw", "pair_scores", "score_pairs"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..utils.executors import ExecutorSpec
 
 __all__ = [
     "ExperimentConfig",
@@ -166,7 +167,7 @@ class AttacksConfig:
             raise ConfigError(f"{where}.attacks: deep-features attacks belong in the deep_features section ({bad[0]})")
 
     def run_config(self, seed: int, where: str = "attacks") -> Any:
-        from ..attacks.runner import RunConfig
+        from ..attacks.grid import RunConfig
 
         data = {"seed": seed, "shard_size": self.shard_size, "batch_size": self.batch_size,
                 "quantise": self.quantise, "attacks": self.attacks}
@@ -287,6 +288,7 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    executor: str = "local"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -299,12 +301,20 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
 
+    @property
+    def executor_spec(self) -> ExecutorSpec:
+        """Where the run's attack shards execute (``local``, ``ray`` or ``ray:ADDRESS``), typed."""
+        if not isinstance(self.executor, str):
+            raise ConfigError(f"executor: expected local, ray or ray:ADDRESS, got {self.executor!r}")
+        return ExecutorSpec.parse(self.executor)  # its errors name the 'executor' setting
+
     def check(self) -> None:
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
             raise ConfigError(f"name: a plain run name is needed (no slashes), got {self.name!r}")
         _at_least(self.seed, 0, "seed")
         if self.threads is not None:
             _at_least(self.threads, 1, "threads")
+        self.executor_spec  # noqa: B018 - fails here, before any work, on a bad value
         if self.device != "auto":
             import torch
 

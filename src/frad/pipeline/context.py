@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..utils.devices import resolve_device
+from ..utils.executors import Executor, create_executor
 from ..utils.io import read_json
 from .config import ExperimentConfig
 
@@ -114,9 +116,12 @@ class RunContext:
         return p
 
     @cached_property
-    def device(self) -> torch.device:
-        from ..cli._common import resolve_device
+    def executor(self) -> Executor:
+        """Where attack shards execute: this process, or the Ray cluster the config names."""
+        return create_executor(self.cfg.executor_spec)
 
+    @cached_property
+    def device(self) -> torch.device:
         return resolve_device(self.cfg.device)
 
     # ------------------------------------------------------------------ model and data
@@ -156,7 +161,7 @@ class RunContext:
 
         return extract_features(
             self.model, self.dataset, taps="all", batch_size=self.cfg.model.batch_size,
-            device=self.device, detector=self.cfg.data.detector, desc="features",
+            device=self.device, detector=self.cfg.data.detector, desc="features", executor=self.executor,
         )
 
     def role_features(self, *roles: str) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -138,10 +138,6 @@ def _orderings(check: dict[str, Any]) -> dict[str, Any]:
             "rows": rows}
 
 
-def _summary_stats(x: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in x.items() if k not in ("counts",)}
-
-
 def build_results(ctx: RunContext) -> dict[str, Any]:
     """The run's results.json document (see :mod:`frad.pipeline.report`)."""
     cfg = ctx.cfg

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ import yaml
 from .. import __version__
 from ..errors import ConfigError, DataError
 from ..utils.io import atomic_write_text, read_json, write_json
+from ..utils.locking import FolderLock
 from ..utils.threads import SMALL_MODEL_THREADS, torch_threads
 from .config import ExperimentConfig, config_to_dict, load_config, section_hash
 from .context import RunContext
 from .stages import STAGES, Stage
 
-__all__ = ["run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
+__all__ = ["run", "run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
 
 log = logging.getLogger("frad.run")
 CONFIG_NAME = "config.yaml"
@@ -99,23 +100,11 @@ def open_run_config(run_dir: str | os.PathLike[str]) -> ExperimentConfig:
     return load_config(path)
 
 
-def run_experiment(
-    cfg: ExperimentConfig,
-    run_dir: str | os.PathLike[str],
-    *,
-    config_source: str | None = None,
-    force: Sequence[str] = (),
-    until: str | None = None,
-) -> RunOutcome:
-    """Run (or resume) every stage of ``cfg`` in ``run_dir``; ``force`` reruns named stages,
-    ``until`` stops after the named stage."""
-    names = [s.name for s in STAGES]
-    for s in [*force, *([until] if until else [])]:
-        if s not in names:
-            raise ConfigError(f"unknown stage {s!r}; stages: {', '.join(names)}")
-    run_dir = Path(run_dir)
-    check_data_path(cfg)  # before the run folder exists: a typo in --data leaves nothing behind
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _run_stages(
+    cfg: ExperimentConfig, run_dir: Path, config_source: str | None, force: Sequence[str], until: str | None,
+    took_over: dict[str, Any] | None,
+) -> tuple[list[str], list[str], dict[str, float]]:
+    """Every stage in order, each skipped when up to date; (ran, skipped, seconds per stage)."""
     _write_config(run_dir, cfg, config_source)
     fps = stage_fingerprints(cfg)
     ctx = RunContext(cfg, run_dir)
@@ -124,6 +113,9 @@ def run_experiment(
     seconds: dict[str, float] = {}
     with _run_log(run_dir):
         log.info("frad %s: run %r in %s", __version__, cfg.name, run_dir)
+        if took_over:
+            log.info("took over the run folder from pid %s on %s, which ended without releasing it",
+                     took_over.get("pid"), took_over.get("host"))
         ctx.setup()
         for st in STAGES:
             rec = _read_record(run_dir, st.name)
@@ -155,8 +147,49 @@ def run_experiment(
                 ran.append(st.name)
             if until and st.name == until:
                 break
+    return ran, skipped, seconds
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    config_source: str | None = None,
+    force: Sequence[str] = (),
+    until: str | None = None,
+) -> RunOutcome:
+    """Run (or resume) every stage of ``cfg`` in ``run_dir``; ``force`` reruns named stages,
+    ``until`` stops after the named stage."""
+    names = [s.name for s in STAGES]
+    for s in [*force, *([until] if until else [])]:
+        if s not in names:
+            raise ConfigError(f"unknown stage {s!r}; stages: {', '.join(names)}")
+    run_dir = Path(run_dir)
+    check_data_path(cfg)  # before the run folder exists: a typo in --data leaves nothing behind
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(run_dir, what="run") as lock:  # one driver per run folder; a killed one's lock is stale
+        ran, skipped, seconds = _run_stages(cfg, run_dir, config_source, force, until, lock.took_over)
     report = run_dir / "report.html"
     return RunOutcome(run_dir, ran, skipped, seconds, report if report.is_file() else None)
+
+
+def run(
+    config: ExperimentConfig | str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    force: Sequence[str] = (),
+    until: str | None = None,
+) -> RunOutcome:
+    """Run (or resume) a whole experiment from a config object or a YAML file: ``frad run``
+    from Python.  ``overrides`` are dotted keys as with ``--set`` (``{"seed": 1}``)."""
+    source = None
+    if not isinstance(config, ExperimentConfig):
+        source = str(config)
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides apply to a config file; change the ExperimentConfig itself instead")
+    return run_experiment(config, run_dir, config_source=source, force=force, until=until)
 
 
 def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str, Any] | None) -> float:

@@ -21,7 +21,7 @@ from ..utils.io import save_npz, write_json
 from .config import ExperimentConfig
 from .context import RunContext, build_dataset
 
-__all__ = ["Stage", "STAGES", "stage_names"]
+__all__ = ["Stage", "STAGES"]
 
 log = logging.getLogger("frad.run")
 
@@ -196,14 +196,13 @@ def _source_arrays(ctx: RunContext, ids: set[str] | None = None) -> tuple[np.nda
 
 
 def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dict[str, Any]:
-    from ..attacks.runner import format_success_table, load_results, prune_stale, run_attacks
-
+    from ..attacks import format_success_table, load_results, prune_stale, run_attacks
     from ..errors import ConfigError
 
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
     try:
-        done = run_attacks(run_config, out, device=ctx.device, **kwargs)
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
     except ConfigError as exc:
         if "holds a run with different inputs or models" not in str(exc):
             raise
@@ -213,7 +212,7 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
 
         log.info("attacks (%s): the attacked sources or models changed; starting the folder afresh", folder)
         shutil.rmtree(out)
-        done = run_attacks(run_config, out, device=ctx.device, **kwargs)
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
@@ -259,7 +258,7 @@ def detector_test_sources(ctx: RunContext) -> set[str]:
 
 
 def run_deep_features(ctx: RunContext) -> dict[str, Any]:
-    from ..attacks.runner import RunConfig
+    from ..attacks.grid import RunConfig
 
     d = ctx.cfg.deep_features
     if not d.enabled:
@@ -305,7 +304,7 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- 7. trajectories
 def _attack_runs(ctx: RunContext) -> list[tuple[str, Any]]:
-    from ..attacks.runner import load_results
+    from ..attacks.shards import load_results
 
     runs = [("classifier", load_results(ctx.run_dir / "attacks" / "classifier",
                                         attacks=[a.name for a in ctx.cfg.attacks.run_config(ctx.cfg.seed).attacks]))]
@@ -573,7 +572,3 @@ STAGES: list[Stage] = [
     Stage("report", "report", ("detectors", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),
 ]
-
-
-def stage_names() -> list[str]:
-    return [s.name for s in STAGES]

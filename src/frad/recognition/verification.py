@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..evaluation import metrics
+from ..utils import metrics
 from .head_training import NotFittedError
 from .similarity import check_metric, paired_similarity, pairwise_similarity
 
