@@ -146,7 +146,7 @@ def test_pipeline_attacks_only_recognised_sources(pipeline_run: Path, tmp_path: 
     """The classifier 'gets two sources wrong': they are not attacked, and are counted; the
     deep-features cap gives exactly the sources asked for."""
     import frad.pipeline.sources as src_mod
-    from frad.attacks.runner import load_results
+    from frad.attacks import load_results
 
     run = tmp_path / "run"
     shutil.copytree(pipeline_run, run)
