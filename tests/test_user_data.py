@@ -235,6 +235,9 @@ def test_one_unit_per_quantity(pipeline_run: Path, tmp_path: Path, capsys) -> No
             if c in ("Targeted", "Untargeted") or c.endswith(("Original", "Adversarial")):
                 assert f == "pct1"
                 assert all(r[i] is None or 0 <= r[i] <= 1 for r in t["rows"]), (tid, c)
+    fr = {r[0]: r[1] for r in results["tables"]["fr_system"]["rows"]}
+    assert all(isinstance(v, dict) and v["format"] == "pct1" and 0 <= v["value"] <= 1
+               for k, v in fr.items() if "top-" in k)
     html = (pipeline_run / "report.html").read_text()
     assert "deep_features_success_" not in html.split('id="config"')[0]  # labels, not raw keys
     cfg = tmp_path / "c.yaml"

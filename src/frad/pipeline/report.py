@@ -50,7 +50,8 @@ thresholds keep their own units, named in each caption.
 fallback_share, methods}) and the identities left out for too few images.
 
 Cells are numbers, strings, booleans, ``null`` (printed "n/a" with a footnote under the
-table) or ``{"value": number, "ci": [low, high]}`` (printed with its interval).  Format hints:
+table) or ``{"value": number, "ci": [low, high], "format": str}`` (printed with its interval;
+``format``, optional, overrides the column's hint for that cell).  Format hints:
 ``""`` (automatic: |x| < 1 with 3 decimals, else 1 decimal, whole numbers without), a Python
 format spec (``".3f"``, ``".1f"``, ``".2e"``), ``"d"`` (whole number), ``"pct1"`` / ``"pct0"`` /
 ``"pct2"`` (a fraction printed as a percentage with that many decimals: 0.956 -> "95.6%").
@@ -196,6 +197,7 @@ def format_cell(value: Any, fmt: str | None = "") -> str:
     if isinstance(value, Mapping):
         if "value" not in value:
             return json.dumps(value, sort_keys=True, ensure_ascii=False)
+        fmt = str(value.get("format") or fmt)  # a cell may carry its own format (a column of mixed quantities)
         text = format_cell(value["value"], fmt)
         ci = value.get("ci")
         if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2 and not any(map(_is_missing, ci)):

@@ -85,6 +85,9 @@ def _fr_system(clf: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         rows.append([f"TAR at FAR {far_key.removeprefix('tar_at_far_')}", ver[far_key]])
     rows.append(["Verification pairs (genuine / impostor)", f"{ver['genuine_pairs']} / {ver['impostor_pairs']}"])
     rows = [r for r in rows if r[1] is not None]
+    # accuracies and rates are fractions printed as percentages, like every rate of the report
+    rows = [[r[0], {"value": r[1], "format": "pct1"}] if ("top-" in r[0] or r[0].startswith("TAR") or
+                                                          r[0] == "Verification EER") else r for r in rows]
     return {"title": "The face-recognition system", "columns": ["Measure", "Value"], "rows": rows,
             "formats": ["", ".4g"], "paper": paper.paper_table("fr_system"),
             "notes": ["Templates are centroids of head-training embeddings; the verification threshold comes from "
