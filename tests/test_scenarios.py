@@ -229,9 +229,12 @@ def test_verification_rates_hand_values():
     imp = verification_rates(o, a, 0.448, "impersonation", bins=4)
     assert imp["original_pct"] == 75.0  # 0.5, 0.448 (at the threshold = accepted), 0.9
     assert imp["adversarial_pct"] == 25.0
-    assert imp["bin_edges"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
-    assert imp["original_counts"] == [0, 0, 2, 2]
-    assert imp["adversarial_counts"] == [0, 0, 3, 1]
+    # bins 0.5 wide (4 over [-1, 1]) shifted so the threshold is an edge: no bin mixes the
+    # accepted (>= 0.448) with the rejected pairs, so the bars read off the percentages
+    assert imp["bin_edges"] == pytest.approx([-1.052, -0.552, -0.052, 0.448, 0.948, 1.448])
+    assert 0.448 in imp["bin_edges"]
+    assert imp["original_counts"] == [0, 0, 1, 3, 0]
+    assert imp["adversarial_counts"] == [0, 0, 3, 1, 0]
     ev = verification_rates(o, a, 0.448, "evasion")
     assert ev["original_pct"] == 25.0 and ev["adversarial_pct"] == 75.0 and ev["n"] == 4
     empty = verification_rates([], [], 0.4, "evasion")

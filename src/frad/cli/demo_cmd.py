@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
     with as_file(files("frad.configs") / "demo.yaml") as cfg_path:
         cfg = load_config(cfg_path, overrides)
         outcome = run_experiment(cfg, Path(args.out) if args.out else default_out, config_source=str(cfg_path))
-    from .run_cmd import _fmt, headline
+    from .run_cmd import headline, headline_lines
 
     summary = headline(outcome.run_dir)
     payload = {"run": str(outcome.run_dir), "data": str(lfw) if lfw else None, "synthetic": lfw is None,
                "why": why, "seconds": outcome.seconds, "report": str(outcome.report) if outcome.report else None,
                "summary": summary}
-    text = "".join(f"  {k:<40} {_fmt(v)}\n" for k, v in summary.items())
+    text = "".join(f"  {line}\n" for line in headline_lines(outcome.run_dir))
     text += f"report: {outcome.report}" if outcome.report else f"run folder: {outcome.run_dir}"
     if lfw is None:
         text = "SYNTHETIC faces (no LFW): the numbers are not about real faces.\n" + text

@@ -350,14 +350,15 @@ class FaceDataset:
 
     def select_identities(self, names: Iterable[str]) -> FaceDataset:
         """Only the identities ``names``, re-indexed (sorted); the others are left out by choice,
-        so they are not recorded in ``dropped``."""
+        so they are not added to ``dropped`` (identities already in it stay there)."""
         keep = sorted(set(names))
         unknown = [n for n in keep if n not in self.classes]
         if unknown:
             raise DataError(f"dataset {self.name!r}: no identities {unknown[:5]}")
         wanted = set(keep)
         rows = [i for i, im in enumerate(self.images) if im.identity in wanted]
-        return self._derived(rows, keep, {k: v for k, v in self.dropped.items() if k in wanted})
+        # identities dropped earlier (too few images) stay recorded: they were dropped, not chosen
+        return self._derived(rows, keep, dict(self.dropped))
 
     def with_min_images(self, min_images: int) -> FaceDataset:
         """Keep identities with at least ``min_images`` images; re-index the classes (sorted names).

@@ -278,12 +278,30 @@ def lfw_image_root(root: str | os.PathLike[str]) -> Path:
     """
     root = Path(root)
     for d in _VARIANT_DIRS:
-        if (root / d).is_dir():
+        if (root / d).is_dir() and _holds_lfw_people(root / d):
             return root / d
     # the identity folders themselves (Name/Name_0001.jpg directly under root)
-    if any(d.is_dir() and (d / f"{d.name}_0001.jpg").is_file() for d in root.iterdir()):
+    if _holds_lfw_people(root):
         return root
-    raise DataError(f"{root}: no LFW image folder found (looked for {', '.join(_VARIANT_DIRS)})")
+    raise DataError(f"{root}: no LFW image folder found (looked for {', '.join(_VARIANT_DIRS)} holding LFW's "
+                    "Name/Name_0001.jpg files)")
+
+
+def _holds_lfw_people(folder: Path, look: int = 50) -> bool:
+    """Whether ``folder`` holds identity folders named as LFW's (``Name/Name_0001.jpg``): a folder
+    merely called ``images`` or ``lfw`` is not taken for LFW without them."""
+    seen = 0
+    try:
+        for d in sorted(folder.iterdir()):
+            if d.is_dir() and not d.name.startswith("."):
+                if (d / f"{d.name}_0001.jpg").is_file():
+                    return True
+                seen += 1
+                if seen >= look:
+                    break
+    except OSError:
+        return False
+    return False
 
 
 def lfw_people(

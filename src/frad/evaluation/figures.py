@@ -159,15 +159,22 @@ def plot_verification(summary: Mapping[str, Any]) -> Figure:
     """Figure 10 (impersonation) or 11 (evasion) from
     :func:`~frad.evaluation.scenarios.verification_summary`: per attack, the similarity
     distribution of (x, partner) ("- Org", dashed) and (x_adv, partner) ("- Adv", solid),
-    with the threshold as a dash-dotted line; targeted on top, untargeted below."""
+    with the threshold as a dash-dotted line; targeted on top, untargeted below.
+
+    Each attack gets its own panel (one column per attack, shared axes), so an attack whose
+    curve coincides with another's (e.g. δ = 7 and δ = 5) is never hidden under it; the
+    histogram bins have the threshold as an edge."""
     rows = summary.get("rows") or {}
     settings = [s for s in _SETTINGS if any(s in r for r in rows.values())]
     if not settings:
         raise DataError("the verification summary holds no results to plot")
+    labels = [lab for lab, by_setting in rows.items() if any((by_setting.get(s) or {}).get("n") for s in settings)]
+    labels = labels or list(rows)
     scenario = summary.get("scenario", "")
     metric = summary.get("metric", "cosine")
-    fig, axes = _figure(len(settings), 1, width=7.0, height=3.9)
-    colors = [f"C{i}" for i in range(10)]
+    fig = Figure(figsize=(3.6 * len(labels) + 0.6, 3.3 * len(settings)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(settings), len(labels), squeeze=False, sharex=True, sharey="row")
     thr = float(summary["threshold"])
     lo, hi = thr, thr  # x extent: every non-empty bin and the threshold
     for by_setting in rows.values():
@@ -179,24 +186,30 @@ def plot_verification(summary: Mapping[str, Any]) -> Figure:
                 if used.size:
                     lo, hi = min(lo, e[used[0]]), max(hi, e[used[-1] + 1])
     pad = 0.05 * (hi - lo) if hi > lo else 0.05
-    for ax, s in zip(axes, settings):
-        for i, (label, by_setting) in enumerate(rows.items()):
-            r = by_setting.get(s)
-            if not r or not r.get("n"):
-                continue
-            c = colors[i % len(colors)]
-            _stairs(ax, r["bin_edges"], r["original_counts"], color=c, linestyle="--", linewidth=1.1,
-                    label=f"{label} - Org ({r['original_pct']:.1f}%)")
-            _stairs(ax, r["bin_edges"], r["adversarial_counts"], color=c, linewidth=1.6,
-                    label=f"{label} - Adv ({r['adversarial_pct']:.1f}%)")
-        ax.axvline(thr, color="k", linestyle="-.", linewidth=1.2, label=f"EER threshold {thr:.3f}")
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_xlabel("Cosine similarity" if metric == "cosine" else "Negated Euclidean distance")
-        ax.set_ylabel("Share of pairs per bin")
-        what = "accepted" if scenario == "impersonation" else "rejected"
-        ax.set_title(f"{scenario.capitalize()}, {s} attacks (% = pairs {what})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", ncol=2)
+    what = "accepted" if scenario == "impersonation" else "rejected"
+    for i, s in enumerate(settings):
+        for j, label in enumerate(labels):
+            ax = grid[i][j]
+            r = rows[label].get(s)
+            c = f"C{j % 10}"
+            if r and r.get("n"):
+                _stairs(ax, r["bin_edges"], r["original_counts"], color=c, linestyle="--", linewidth=1.1,
+                        label=f"Org ({r['original_pct']:.1f}% {what})")
+                _stairs(ax, r["bin_edges"], r["adversarial_counts"], color=c, linewidth=1.6,
+                        label=f"Adv ({r['adversarial_pct']:.1f}% {what})")
+            else:
+                ax.text(0.5, 0.5, "no successful adversarials", transform=ax.transAxes, ha="center", fontsize="small")
+            ax.axvline(thr, color="k", linestyle="-.", linewidth=1.2, label=f"EER threshold {thr:.3f}")
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_title(f"{label}, {s} (n={r.get('n', 0) if r else 0})", fontsize="small")
+            if i == len(settings) - 1:
+                ax.set_xlabel("Cosine similarity" if metric == "cosine" else "Negated Euclidean distance")
+            if j == 0:
+                ax.set_ylabel("Share of pairs per bin")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"{scenario.capitalize()}: similarity of pairs, original (Org) vs adversarial (Adv)",
+                 fontsize="medium")
     return fig
 
 

@@ -614,12 +614,14 @@ def verification_rates(
         lo, hi = float(value_range[0]), float(value_range[1])
         if not hi > lo:
             raise ConfigError(f"value_range must be (low, high) with low < high, got {value_range}")
-    edges = np.linspace(lo, hi, int(bins) + 1)
+    edges = threshold_edges(lo, hi, int(bins), t)
+    lo, hi = float(edges[0]), float(edges[-1])
 
     def fooled(s: np.ndarray) -> int:
         return int((s >= t).sum()) if scenario == "impersonation" else int((s < t).sum())
 
     def hist(s: np.ndarray) -> list[int]:
+        # accepted (>= t) and rejected (< t) pairs never share a bin: the threshold is an edge
         return np.histogram(np.clip(s, lo, hi), edges)[0].astype(int).tolist()
 
     return {
@@ -634,6 +636,16 @@ def verification_rates(
         "original_counts": hist(o),
         "adversarial_counts": hist(a),
     }
+
+
+def threshold_edges(lo: float, hi: float, bins: int, threshold: float) -> np.ndarray:
+    """About ``bins`` equal-width bin edges covering [lo, hi] with ``threshold`` one of them, so
+    a histogram bar never mixes pairs on both sides of the decision threshold."""
+    width = (hi - lo) / max(int(bins), 1)
+    k0 = math.floor((lo - threshold) / width + 1e-9)
+    k1 = math.ceil((hi - threshold) / width - 1e-9)
+    k0, k1 = min(k0, 0), max(k1, 0, k0 + 1)  # the threshold is always inside the edges
+    return threshold + width * np.arange(k0, k1 + 1, dtype=np.float64)  # k = 0 gives the threshold exactly
 
 
 def verification_scenario(

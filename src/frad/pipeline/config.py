@@ -36,6 +36,7 @@ __all__ = [
     "DetectionConfig",
     "ScenariosConfig",
     "ReportConfig",
+    "ChecksConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -260,6 +261,16 @@ class ScenariosConfig:
 
 
 @dataclass
+class ChecksConfig:
+    max_face_fallback: float = 0.1
+    min_verification_auc: float = 0.75
+
+    def check(self, where: str) -> None:
+        _in_range(self.max_face_fallback, 0.0, 1.0, f"{where}.max_face_fallback")
+        _in_range(self.min_verification_auc, 0.0, 1.0, f"{where}.min_verification_auc")
+
+
+@dataclass
 class ReportConfig:
     title: str | None = None
     demo: bool = False
@@ -288,6 +299,7 @@ class ExperimentConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     @property
     def executor_spec(self) -> ExecutorSpec:

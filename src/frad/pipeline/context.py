@@ -55,11 +55,17 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
             raise ConfigError("data.path: the LFW folder or archive is needed (`frad demo` finds or fetches it)")
         from ..data.lfw import lfw_people
 
-        ds = lfw_people(d.path, min_images=need)
+        try:
+            ds = lfw_people(d.path, min_images=need)
+        except DataError as exc:
+            if "no LFW image folder found" not in str(exc):
+                raise
+            raise DataError(f"{exc}. If this is your own dataset (one sub-folder per identity), set "
+                            "data.source=folder (--set data.source=folder)") from None
     else:
         ds = load_identity_folders(d.path, min_images=need)  # type: ignore[arg-type]
     if len(ds.classes) < 2:
-        raise DataError(f"data: fewer than 2 identities have the {need} images per identity the split needs")
+        raise DataError(_too_few_identities(cfg, ds, need))
     if d.max_images_per_identity is not None:
         keep: list[int] = []
         labels = ds.labels
@@ -73,6 +79,24 @@ def build_dataset(cfg: ExperimentConfig) -> Any:
         chosen = set(seeded_choice(list(ds.classes), d.max_identities, cfg.seed, "identities"))
         ds = ds.select_identities(chosen)
     return ds
+
+
+def _too_few_identities(cfg: ExperimentConfig, ds: Any, need: int) -> str:
+    """One message saying which setting keeps too few identities, and what to change."""
+    split_need = cfg.split.images_needed
+    counts = list(ds.counts().values()) + list(ds.dropped.values())
+    at_split = sum(n >= split_need for n in counts)
+    have = f"{len(ds.classes)} of {len(counts)} identities have"
+    if cfg.data.min_images is not None and cfg.data.min_images > split_need:
+        hint = (f"the split itself needs {split_need} (split.n_natural + split.n_source + split.min_head_images), "
+                f"which {at_split} identities have: set data.min_images={split_need} or data.min_images=null "
+                "(--set data.min_images=null)")
+        if at_split < 2:
+            hint += ", and lower the split counts too"
+        return f"data.min_images = {cfg.data.min_images}: only {have} that many images, and 2 are needed; {hint}"
+    return (f"split: only {have} the {need} images per identity the split needs (split.n_natural + "
+            f"split.n_source + split.min_head_images = {split_need}), and 2 are needed; lower split.n_natural, "
+            "split.n_source or split.min_head_images")
 
 
 class RunContext:

@@ -21,7 +21,9 @@ API:
       "run": {"name": str, "config_file": str | null, "config": {...the full config...}},
       "dataset": {"name": str, "variant": str | null, "synthetic": bool,
                   "identities": int, "images": int},
-      "scale": {"demo": bool, "note": str | null},
+      "network": {"name": str, "architecture": str | null, "weights": str | null},
+      "scale": {"demo": bool, "note": str | null, "facts": str},   # facts: what the run measured
+      "warnings": [str],                           # shown at the top of the report
       "stages": {stage: {"seconds": float, "skipped": bool, "status": str}},  # pipeline order
       "tables": {table_id: {
           "title": str, "caption": str | null,
@@ -35,11 +37,21 @@ API:
                               "data": {...what the figure was drawn from...}}},
       "examples": {attack_name: {"file": "figures/examples-<attack>.png", "caption": str,
                                  "title": str (optional)}},
-      "summary": {key: value}                      # headline numbers
+      "summary": {key: value},                     # headline numbers
+      "summary_labels": {key: [label, format]}     # how the report names and prints them
     }
 
+Units: every rate and share in the tables and the summary of ``results.json`` (success
+rates, accuracies, the shares of Tables 3-4 and of the MPP table) is a fraction in [0, 1];
+the report prints them as percentages.  A figure's ``data`` keeps what the figure was drawn
+from, where a key ending in ``_pct`` is a percentage (0-100).  Distances, norms and
+thresholds keep their own units, named in each caption.
+``dataset`` also carries ``face_finding`` ({images, searched, found, fallback,
+fallback_share, methods}) and the identities left out for too few images.
+
 Cells are numbers, strings, booleans, ``null`` (printed "n/a" with a footnote under the
-table) or ``{"value": number, "ci": [low, high]}`` (printed with its interval).  Format hints:
+table) or ``{"value": number, "ci": [low, high], "format": str}`` (printed with its interval;
+``format``, optional, overrides the column's hint for that cell).  Format hints:
 ``""`` (automatic: |x| < 1 with 3 decimals, else 1 decimal, whole numbers without), a Python
 format spec (``".3f"``, ``".1f"``, ``".2e"``), ``"d"`` (whole number), ``"pct1"`` / ``"pct0"`` /
 ``"pct2"`` (a fraction printed as a percentage with that many decimals: 0.956 -> "95.6%").
@@ -48,7 +60,8 @@ Tables come in the paper's order (``fr_system``, ``attack_success``, ``table1`` 
 ``table6``, ``df_success``), then any others in the order given; figures ``figure2``,
 ``figure3``, ``figure6`` .. ``figure12``, then others.  When ``scale.demo`` or
 ``dataset.synthetic`` is true, a banner says plainly that the numbers are demo-scale /
-synthetic and not comparable with the paper's.
+synthetic and not comparable with the paper's; the demo banner states the run's own scale
+(``scale.facts``).  A section explains every abbreviation (:data:`ABBREVIATIONS`).
 """
 
 from __future__ import annotations
@@ -70,6 +83,7 @@ from ..utils.io import atomic_write_text
 __all__ = [
     "TABLE_ORDER",
     "FIGURE_ORDER",
+    "ABBREVIATIONS",
     "read_results",
     "format_cell",
     "ordered_tables",
@@ -97,6 +111,37 @@ _DEFAULT_TITLES = {
     "table6": "Table 6: AUC on untargeted deep-features attacks",
     "df_success": "Deep-features attack success rates",
 }
+#: Every abbreviation the tables, figures and captions use, explained once.
+ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    ("FR", "face recognition"),
+    ("LSTM / MLP", "the detector: a (bidirectional) LSTM over the layer-by-layer distance trajectory, or a "
+                   "multi-layer perceptron over it"),
+    ("M / C", "the class representative distances are measured to: M = medoid (the class's most central "
+              "training image), C = centroid (the mean of its training features)"),
+    ("L2 / cos", "the distance of a feature to the representative: Euclidean (L2) or cosine"),
+    ("T / UT", "targeted attacks (aimed at a chosen identity) / untargeted (any other identity)"),
+    ("BIM", "Basic Iterative Method (iterated FGSM within an L-inf budget)"),
+    ("FGSM", "Fast Gradient Sign Method"),
+    ("MI-FGSM", "Momentum Iterative FGSM"),
+    ("CW", "Carlini & Wagner's L2 attack"),
+    ("L-BFGS", "the box-constrained L-BFGS attack"),
+    ("DF", "the kNN-guided deep-features attack (L-BFGS-B on the embedding, within ±δ grey levels)"),
+    ("δ", "the deep-features attack's per-pixel budget, in grey levels (pixels in [0, 255])"),
+    ("ε (epsilon)", "a classifier attack's budget; for BIM / MI-FGSM an L-inf bound as a fraction of 255"),
+    ("L2 / L-inf", "the size of a perturbation: Euclidean norm / largest change of any pixel value, in grey levels"),
+    ("AUC", "area under the ROC curve (detection: natural vs adversarial; 0.5 = chance)"),
+    ("Macro-AUC", "the mean of the per-family AUCs"),
+    ("ROC", "receiver operating characteristic: true-positive vs false-positive rate over all thresholds"),
+    ("EER", "equal error rate: where false acceptances equal false rejections (the verification threshold)"),
+    ("FAR / TAR", "false / true acceptance rate of verification"),
+    ("MPP", "maximum pixel perturbation: per pixel, the largest change over R, G, B"),
+    ("Org / Adv", "pairs with the original source image / with its adversarial (Tables 3-4, Figures 10-11)"),
+    ("x- / x+", "a natural image of the identity the adversarial is assigned to / another image of the source's "
+                "own identity"),
+    ("top-1 / top-5", "the true identity is the first / among the first five answers"),
+    ("[a, b]", "a 95% bootstrap confidence interval"),
+    ("uint8", "the adversarial rounded to 8-bit pixels, as a saved image carries it"),
+)
 NA = "n/a"
 _NA_NOTE = "n/a: this run produced no value for the cell."
 _NA_PAPER_NOTE = "n/a: not reported in the paper."
@@ -152,6 +197,7 @@ def format_cell(value: Any, fmt: str | None = "") -> str:
     if isinstance(value, Mapping):
         if "value" not in value:
             return json.dumps(value, sort_keys=True, ensure_ascii=False)
+        fmt = str(value.get("format") or fmt)  # a cell may carry its own format (a column of mixed quantities)
         text = format_cell(value["value"], fmt)
         ci = value.get("ci")
         if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2 and not any(map(_is_missing, ci)):
@@ -243,6 +289,7 @@ class _Doc:
     banners: list[str] = field(default_factory=list)
     meta: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     summary: list[tuple[str, str]] = field(default_factory=list)
     tables: list[_Table] = field(default_factory=list)
     figures: list[_Picture] = field(default_factory=list)
@@ -339,10 +386,12 @@ def _build(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | None) -
     doc = _Doc(title=f"frad report: {name}")
 
     if scale.get("demo") is True:
-        note = _text(scale.get("note"))
-        doc.banners.append(DEMO_BANNER + (f" {note}" if note else ""))
+        facts = _text(scale.get("facts"))
+        # the banner states what this run measured, computed from it (a config's note can be stale)
+        doc.banners.append(DEMO_BANNER + (f" This run: {facts}." if facts else ""))
     if dataset.get("synthetic") is True:
         doc.banners.append(SYNTHETIC_BANNER)
+    doc.warnings = [str(w) for w in (results.get("warnings") or []) if w]
 
     ds = _text(dataset.get("name")) or NA
     if dataset.get("variant"):
@@ -352,19 +401,48 @@ def _build(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | None) -
         ds += ", " + ", ".join(parts)
     if dataset.get("synthetic") is True:
         ds += ", synthetic"
+    network = results.get("network") if isinstance(results.get("network"), Mapping) else {}
+    net = _text(network.get("name")) or _text(dataset.get("model")) or NA
+    if network.get("architecture") and network.get("architecture") != net:
+        net += f" ({network['architecture']})"
+    if network.get("weights"):
+        net += f", weights {network['weights']}"
+    if dataset.get("path"):
+        ds += f", from {dataset['path']}"
     doc.meta = [
-        ("Run", name),
+        ("Network", net),
         ("Dataset", ds),
+        ("Run", name),
         ("Created", _text(results.get("created")) or NA),
         ("frad version", _text(results.get("frad_version")) or NA),
         ("Config file", _text(run.get("config_file")) or NA),
     ]
-    if scale.get("note") and scale.get("demo") is not True:
-        doc.meta.append(("Scale", _text(scale["note"])))
+    ff = dataset.get("face_finding")
+    if isinstance(ff, Mapping):
+        if ff.get("searched"):
+            share = ff.get("fallback_share")
+            doc.meta.append(("Face finding", f"face found in {ff.get('found')} of {ff.get('searched')} images; "
+                             f"no face found (centred-box fallback) in {ff.get('fallback')}"
+                             + (f" ({format_cell(share, 'pct1')})" if share is not None else "")))
+        else:
+            doc.meta.append(("Face finding", f"not used: the {ff.get('images')} images were taken as they are "
+                             "(already aligned, or resized for a model without alignment)"))
+    if isinstance(dataset.get("dropped_identities"), int):
+        doc.meta.append(("Identities left out", f"{dataset['dropped_identities']} (fewer than "
+                         f"{dataset.get('images_needed_per_identity', '?')} usable images"
+                         + (f"; {dataset.get('dropped_images')} images" if dataset.get("dropped_images") else "") + ")"))
+    if scale.get("note"):
+        doc.meta.append(("Note (from the config)", _text(scale["note"])))
 
     summary = results.get("summary")
+    labels = results.get("summary_labels") if isinstance(results.get("summary_labels"), Mapping) else {}
     if isinstance(summary, Mapping):
-        doc.summary = [(str(k), format_cell(v)) for k, v in summary.items()]
+        for k, v in summary.items():
+            lab = labels.get(k)
+            if isinstance(lab, Sequence) and not isinstance(lab, str) and len(lab) == 2:
+                doc.summary.append((str(lab[0]), format_cell(v, str(lab[1]))))
+            else:
+                doc.summary.append((str(k), format_cell(v)))
 
     tables = results.get("tables")
     if tables is not None and not isinstance(tables, Mapping):
@@ -475,13 +553,17 @@ def render_html(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | No
                     f"<h1>{_e(doc.title)}</h1>"]
     o += [f'<div class="banner" role="alert">{_e(b)}</div>' for b in doc.banners]
     o.append('<dl class="meta">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in doc.meta) + "</dl>")
+    if doc.warnings:
+        o.append('<div class="banner" role="alert"><strong>Read these numbers with care:</strong><ul>')
+        o += [f"<li>{_e(w)}</li>" for w in doc.warnings]
+        o.append("</ul></div>")
     if doc.problems:
         o.append('<div class="problems"><strong>Problems found while building this report:</strong><ul>')
         o += [f"<li>{_e(p)}</li>" for p in doc.problems]
         o.append("</ul></div>")
     nav = [("summary", "Summary", doc.summary), ("tables", "Tables", doc.tables), ("figures", "Figures", doc.figures),
-           ("examples", "Examples", doc.examples), ("stages", "Stage timings", doc.stages),
-           ("config", "Configuration", doc.config_text)]
+           ("examples", "Examples", doc.examples), ("abbreviations", "Abbreviations", ABBREVIATIONS),
+           ("stages", "Stage timings", doc.stages), ("config", "Configuration", doc.config_text)]
     o.append("<nav><ul>" + "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t, x in nav if x) + "</ul></nav>")
 
     if doc.summary:
@@ -511,6 +593,9 @@ def render_html(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | No
         for p in doc.examples:
             o += _html_picture(p, "example")
         o.append("</section>")
+    o.append('<section id="abbreviations"><h2>Abbreviations</h2><dl class="meta">')
+    o += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in ABBREVIATIONS]
+    o.append("</dl></section>")
     if doc.stages:
         o.append('<section id="stages"><h2>Stage timings</h2><table>')
         o.append("<thead><tr><th>Stage</th><th>Status</th><th>Time</th></tr></thead><tbody>")
@@ -567,6 +652,8 @@ def render_markdown(results: Mapping[str, Any], run_dir: str | os.PathLike[str] 
     for b in doc.banners:
         o += [f"> **Warning:** {_m(b)}", ""]
     o += [f"- **{_m(k)}:** {_m(v)}" for k, v in doc.meta] + [""]
+    if doc.warnings:
+        o += ["**Read these numbers with care:**", ""] + [f"- {_m(w)}" for w in doc.warnings] + [""]
     if doc.problems:
         o += ["**Problems found while building this report:**", ""]
         o += [f"- {_m(p)}" for p in doc.problems] + [""]
@@ -595,6 +682,7 @@ def render_markdown(results: Mapping[str, Any], run_dir: str | os.PathLike[str] 
         o += ["## Example adversarial faces", ""]
         for p in doc.examples:
             o += _md_picture(p)
+    o += ["## Abbreviations", ""] + [f"- **{_m(k)}:** {_m(v)}" for k, v in ABBREVIATIONS] + [""]
     if doc.stages:
         o += ["## Stage timings", ""] + _md_table(["Stage", "Status", "Time"], doc.stages) + [""]
     if doc.config_text is not None:

@@ -19,6 +19,8 @@ from ..evaluation import scenarios as S
 from ..utils.io import read_json
 from .config import config_to_dict
 from .context import RunContext
+from .presentation import (beside_paper, percent_columns_to_fractions, summary_labels, _face_finding_of, _network,
+                           _scale_facts)
 
 __all__ = ["build_results"]
 
@@ -83,6 +85,9 @@ def _fr_system(clf: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         rows.append([f"TAR at FAR {far_key.removeprefix('tar_at_far_')}", ver[far_key]])
     rows.append(["Verification pairs (genuine / impostor)", f"{ver['genuine_pairs']} / {ver['impostor_pairs']}"])
     rows = [r for r in rows if r[1] is not None]
+    # accuracies and rates are fractions printed as percentages, like every rate of the report
+    rows = [[r[0], {"value": r[1], "format": "pct1"}] if ("top-" in r[0] or r[0].startswith("TAR") or
+                                                          r[0] == "Verification EER") else r for r in rows]
     return {"title": "The face-recognition system", "columns": ["Measure", "Value"], "rows": rows,
             "formats": ["", ".4g"], "paper": paper.paper_table("fr_system"),
             "notes": ["Templates are centroids of head-training embeddings; the verification threshold comes from "
@@ -91,6 +96,13 @@ def _fr_system(clf: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
 
 def _attack_success(*summaries: dict[str, Any]) -> dict[str, Any]:
     rows = []
+    left_notes = []
+    for summ, what in zip(summaries, ("classifier attacks", "deep-features attacks")):
+        sel = summ.get("selection") or {}
+        if sel:
+            left_notes.append(f"{what}: {sel.get('attacked', 0)} sources attacked, "
+                              f"{sel.get('left_out_misrecognised', 0)} left out because the "
+                              f"{sel.get('judged_by', 'system')} already got them wrong before any attack.")
     for summ in summaries:
         for spec in summ.get("attacks", []):
             name = spec["name"]
@@ -101,7 +113,8 @@ def _attack_success(*summaries: dict[str, Any]) -> dict[str, Any]:
                                                           "Success (uint8)", "Mean L2", "Mean L-inf", "Mean iterations"],
             "rows": rows, "formats": ["", "", "d", "pct1", "pct1", ".1f", ".2f", ".1f"],
             "notes": ["Norms in grey levels (pixels in [0, 255]), over successful adversarials. 'uint8': the "
-                      "adversarial rounded to 8-bit pixels, as a saved image carries it, and judged again."]}
+                      "adversarial rounded to 8-bit pixels, as a saved image carries it, and judged again.",
+                      *left_notes]}
 
 
 def _orderings(check: dict[str, Any]) -> dict[str, Any]:
@@ -141,11 +154,12 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     for tid, setting in (("table1", "targeted"), ("table2", "untargeted")):
         t = det["tables"].get(setting)
         if t:
-            tables[tid] = {"title": f"Table {tid[-1]}: AUC per {setting} attack family", "columns": t["columns"],
-                           "rows": _ci_rows(t), "formats": ["", *[".3f"] * (len(t["columns"]) - 1)],
-                           "paper": paper.paper_table(tid),
-                           "notes": ["Each family pools its epsilon and iteration variants against all natural test "
-                                     "images; Macro-AUC is the mean over families; [95% bootstrap interval]."]}
+            tables[tid] = beside_paper(
+                {"title": f"Table {tid[-1]}: AUC per {setting} attack family", "columns": t["columns"],
+                 "rows": _ci_rows(t), "formats": ["", *[".3f"] * (len(t["columns"]) - 1)],
+                 "notes": ["Each family pools its epsilon and iteration variants against all natural test "
+                           "images; Macro-AUC is the mean over families; [95% bootstrap interval]."]},
+                paper.paper_table(tid))
     ver = scen.get("verification", {})
     for tid, scenario in (("table3", "impersonation"), ("table4", "evasion")):
         if ver.get(scenario, {}).get("rows"):
@@ -163,6 +177,10 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
         tables["df_success"] = S.df_success_table(scen["df_success"])
     if scen.get("mpp"):
         tables["mpp"] = S.mpp_table(scen["mpp"])
+    # one unit per quantity: every rate and share in results.json is a fraction (the report prints %)
+    for tid in ("table3", "table4", "df_success", "mpp"):
+        if tid in tables:
+            percent_columns_to_fractions(tables[tid])
     if scen.get("distances"):
         tables["distances"] = S.distance_table(scen["distances"])
     for setting, t in det.get("eer_tables", {}).items():
@@ -202,6 +220,9 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     demo = cfg.report.demo
     ds = data.get("dataset", {})
     note = cfg.report.note
+    feats = _record(ctx, "features")
+    warnings = [w for st in ("data", "features", "recognition", "attacks", "deep_features", "trajectories")
+                for w in (_record(ctx, st).get("warnings") or [])]
     return {
         "frad_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -210,8 +231,13 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
                 "config": config_to_dict(cfg)},
         "dataset": {"name": ds.get("name"), "variant": ds.get("variant"), "synthetic": bool(ds.get("synthetic")),
                     "identities": data.get("identities"), "images": data.get("images"), "split": data.get("split"),
-                    "model": _record(ctx, "features").get("model")},
-        "scale": {"demo": bool(demo), "note": note},
+                    "model": feats.get("model"), "path": cfg.data.path,
+                    "dropped_identities": data.get("dropped_identities"), "dropped_images": data.get("dropped_images"),
+                    "images_needed_per_identity": data.get("images_needed_per_identity"),
+                    "face_finding": feats.get("face_finding") or _face_finding_of(feats)},
+        "network": _network(cfg, feats),
+        "scale": {"demo": bool(demo), "note": note, "facts": _scale_facts(data, attacks, dfs)},
+        "warnings": warnings,
         "stages": stages,
         "tables": tables,
         "figures": figures,
@@ -223,8 +249,10 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
             "verification_threshold": recog["verification"]["threshold"],
             "best_targeted_macro_auc": best.get("value"),
             "best_targeted_configuration": best.get("configuration"),
-            **{f"deep_features_success_{s}_delta{v['delta']:g}": v["rate_pct"]
+            **{f"deep_features_success_{s}_delta{v['delta']:g}": (None if v["rate_pct"] is None else v["rate_pct"] / 100)
                for s, d in (scen.get("df_success") or {}).items() for k, v in d.items()},
             "classifier_adversarials": int(np.sum([r.get("n", 0) for r in attacks.get("success", {}).values()])),
+            "sources_left_out": int((attacks.get("selection") or {}).get("left_out_misrecognised", 0)),
         },
+        "summary_labels": summary_labels(scen.get("df_success") or {}),
     }

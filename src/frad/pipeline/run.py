@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..utils.io import atomic_write_text, read_json, write_json
 from ..utils.locking import FolderLock
+from ..utils.threads import SMALL_MODEL_THREADS, torch_threads
 from .config import ExperimentConfig, config_to_dict, load_config, section_hash
 from .context import RunContext
 from .stages import STAGES, Stage
@@ -134,6 +135,8 @@ def _run_stages(
             else:
                 if rec is not None and rec.get("status") == "running":
                     log.info("stage %-14s resuming an interrupted run", st.name)
+                elif rec is not None and rec.get("status") == "failed":
+                    log.info("stage %-14s failed last time (%s): running again", st.name, rec.get("error", "?"))
                 elif rec is not None and rec.get("fingerprint") != fps[st.name]:
                     log.info("stage %-14s inputs changed since the last run: running again", st.name)
                 elif rec is not None and upstream_ran:
@@ -162,6 +165,7 @@ def run_experiment(
         if s not in names:
             raise ConfigError(f"unknown stage {s!r}; stages: {', '.join(names)}")
     run_dir = Path(run_dir)
+    check_data_path(cfg)  # before the run folder exists: a typo in --data leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(run_dir, what="run") as lock:  # one driver per run folder; a killed one's lock is stale
         ran, skipped, seconds = _run_stages(cfg, run_dir, config_source, force, until, lock.took_over)
@@ -196,12 +200,20 @@ def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str,
     write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "running",
                       "started": started, "seconds": carried, "frad_version": __version__})
     t0 = time.perf_counter()
+    threads = SMALL_MODEL_THREADS if st.small_models and ctx.device.type == "cpu" else None
     try:
-        summary = st.run(ctx) or {}
-    except BaseException:
+        with torch_threads(threads):
+            summary = st.run(ctx) or {}
+    except BaseException as exc:
         elapsed = carried + time.perf_counter() - t0
-        write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "running",
-                          "started": started, "seconds": round(elapsed, 2), "frad_version": __version__})
+        rec = {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "running",
+               "started": started, "seconds": round(elapsed, 2), "frad_version": __version__}
+        if isinstance(exc, Exception):
+            # an error, not an interruption: say so, and why, for `frad status`; the next run retries
+            rec.update(status="failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__,
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            log.error("stage %-14s failed: %s", st.name, rec["error"])
+        write_json(path, rec)
         raise
     elapsed = carried + time.perf_counter() - t0
     write_json(path, {"name": st.name, "title": st.title, "fingerprint": fingerprint, "status": "done",
@@ -211,9 +223,44 @@ def _run_stage(ctx: RunContext, st: Stage, fingerprint: str, previous: dict[str,
     return elapsed
 
 
+def check_data_path(cfg: ExperimentConfig) -> None:
+    """Stop with one line when ``data.path`` (``--data``) names nothing on disk."""
+    d = cfg.data
+    if d.source in ("lfw", "folder") and d.path and not Path(d.path).expanduser().exists():
+        raise DataError(f"data.path: {d.path} does not exist (expected "
+                        + ("an LFW folder or archive" if d.source == "lfw" else "a folder with one sub-folder per identity")
+                        + "; --data sets it)")
+
+
+def _shard_progress(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """Finished shards of an attack stage, from its folder: ``{"done", "total", "per_attack"}``."""
+    folder = {"attacks": "classifier", "deep_features": "deep_features"}.get(stage)
+    if folder is None:
+        return None
+    root = run_dir / "attacks" / folder
+    try:
+        meta = read_json(root / "run.json")
+        n = int(meta["inputs"]["n"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    cfg = open_run_config(run_dir)
+    if stage == "attacks":
+        shard_size = cfg.attacks.shard_size
+        names = [a.name for a in cfg.attacks.run_config(cfg.seed).attacks]
+    else:
+        shard_size = cfg.deep_features.shard_size
+        d = cfg.deep_features
+        names = [f"deep_features-{'T' if st == 'targeted' else 'U'}-delta{delta:g}" for st in d.settings for delta in d.deltas]
+    per = max(1, -(-n // shard_size))
+    per_attack = {nm: len(list((root / nm).glob("shard-*.csv"))) if (root / nm).is_dir() else 0 for nm in names}
+    return {"done": sum(per_attack.values()), "total": per * len(names), "shards_per_attack": per,
+            "per_attack": per_attack}
+
+
 def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Where a run stands: each stage's state ('done', 'stale', 'running', 'interrupted', 'not
-    run') and time, and which process holds the run now (``held_by``, None when none does)."""
+    """Where a run stands: each stage's state ('done', 'stale', 'running', 'interrupted', 'failed',
+    'not run'), time, the error of a failed stage, the shard progress of an interrupted attack
+    stage, and which process holds the run now (``held_by``, None when none does)."""
     run_dir = Path(run_dir)
     cfg = open_run_config(run_dir)
     fps = stage_fingerprints(cfg)
@@ -225,14 +272,20 @@ def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             state = "not run"
         elif rec.get("status") == "running":
             state = "running" if held_by is not None else "interrupted"
+        elif rec.get("status") == "failed":
+            state = "failed"
         elif rec.get("fingerprint") != fps[st.name]:
             state = "stale"
         else:
             state = "done"
-        stages.append({"stage": st.name, "title": st.title, "state": state,
-                       "seconds": rec.get("seconds") if rec else None,
-                       "finished": rec.get("finished") if rec else None,
-                       "summary": rec.get("summary") if rec and state == "done" else None})
+        entry = {"stage": st.name, "title": st.title, "state": state,
+                 "seconds": rec.get("seconds") if rec else None,
+                 "finished": rec.get("finished") if rec else None,
+                 "summary": rec.get("summary") if rec and state == "done" else None,
+                 "error": rec.get("error") if rec and state == "failed" else None}
+        if state in ("interrupted", "failed"):
+            entry["shards"] = _shard_progress(run_dir, st.name)
+        stages.append(entry)
     report = run_dir / "report.html"
     return {"run": str(run_dir), "name": cfg.name, "stages": stages, "held_by": held_by,
             "complete": all(s["state"] == "done" for s in stages),

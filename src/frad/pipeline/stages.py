@@ -34,6 +34,9 @@ class Stage:
     sections: Callable[[ExperimentConfig], Any]
     run: Callable[[RunContext], dict[str, Any]]
     version: int = 1
+    #: the stage trains only small models: on a CPU it runs with one torch thread, which does not
+    #: collapse when other jobs share the cores (benchmarks/RESULTS.md); restored after the stage
+    small_models: bool = False
 
 
 # ---------------------------------------------------------------------------- 1. data
@@ -55,8 +58,18 @@ def run_data(ctx: RunContext) -> dict[str, Any]:
                                           "problems": [p.__dict__ | {"path": str(p.path)} for p in ds.problems]})
     if ds.problems:
         log.info("data: %d problem file(s) skipped (listed in dataset.json)", len(ds.problems))
+    warnings: list[str] = []
+    need = max(cfg.split.images_needed, cfg.data.min_images or 0)
     if split.dropped:
-        log.info("data: %d identities dropped for having too few images", len(split.dropped))
+        dropped_images = int(sum(split.dropped.values()))
+        msg = (f"{len(split.dropped)} identities ({dropped_images} images) were left out for having fewer than {need} "
+               f"usable images (data.min_images, or split.n_natural + split.n_source + split.min_head_images); "
+               f"{len(split.classes)} identities remain. Their names are in split.json.")
+        if cfg.data.min_images is not None and cfg.data.min_images >= cfg.split.images_needed:
+            log.info("data: %s", msg)  # the config asked for this cut (e.g. LFW's people with >= 10 images)
+        else:
+            warnings.append(msg)  # a cut the user did not ask for: said at the top of the report
+            log.warning("data: %s", msg)
     log.info("data: %s", split)
     return {
         "dataset": {"name": desc.get("dataset"), "variant": desc.get("variant"), "synthetic": desc.get("synthetic")},
@@ -64,7 +77,10 @@ def run_data(ctx: RunContext) -> dict[str, Any]:
         "images": len(split),
         "split": split.counts(),
         "dropped_identities": len(split.dropped),
+        "dropped_images": int(sum(split.dropped.values())),
+        "images_needed_per_identity": need,
         "problem_files": len(ds.problems),
+        "warnings": warnings,
     }
 
 
@@ -76,11 +92,16 @@ def run_features(ctx: RunContext) -> dict[str, Any]:
     if bad:
         names = ", ".join(str(ctx.dataset.images[i].path) for i in bad[:5])
         raise DataError(f"{len(bad)} image(s) of the split could not be read or aligned: {names}")
+    from .checks import check_face_finding
+
     methods = feats.methods or []
     counts = {m: methods.count(m) for m in sorted(set(methods))}
+    used_methods = [methods[int(i)] for i in used] if methods else []
+    face_finding = check_face_finding(ctx.cfg, {m: used_methods.count(m) for m in sorted(set(used_methods))})
     log.info("features: %d images, %d taps; faces %s", len(feats), len(feats.taps), counts)
     return {"images": len(feats), "taps": list(feats.taps), "alignment": counts, "model": ctx.model.info.name,
-            "fingerprint": ctx.model.fingerprint()}
+            "architecture": ctx.model.info.architecture, "fingerprint": ctx.model.fingerprint(),
+            "face_finding": face_finding}
 
 
 # ---------------------------------------------------------------------------- 3. classifier head
@@ -152,6 +173,9 @@ def run_recognition(ctx: RunContext) -> dict[str, Any]:
     }
     write_json(ctx.path("recognition", "verification.json"), {**rep, "held_out": held})
     ctx.invalidate("verification")
+    from .checks import check_recognition
+
+    check_recognition(ctx.cfg, float(rep["auc"]))
     log.info("recognition: identification top-1 %.2f%% (natural), verification AUC %.4f, threshold %.4f (%s)",
              100 * out["identification"]["natural_top1"], rep["auc"], rep["threshold"], rep["threshold_rule"])
     return out
@@ -172,10 +196,22 @@ def _source_arrays(ctx: RunContext, ids: set[str] | None = None) -> tuple[np.nda
 
 def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dict[str, Any]:
     from ..attacks import format_success_table, load_results, prune_stale, run_attacks
+    from ..errors import ConfigError
 
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
-    done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
+    try:
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
+    except ConfigError as exc:
+        if "holds a run with different inputs or models" not in str(exc):
+            raise
+        # the stage runs again because its inputs changed (other sources, a retrained classifier):
+        # the shards in the folder belong to the old inputs and can never be reused
+        import shutil
+
+        log.info("attacks (%s): the attacked sources or models changed; starting the folder afresh", folder)
+        shutil.rmtree(out)
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
@@ -185,11 +221,30 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
             "attacks": [a.to_dict() for a in run_config.attacks]}
 
 
+def _selection_summary(out: dict[str, Any], sel: Any) -> dict[str, Any]:
+    out["selection"] = sel.summary()
+    w = sel.warning()
+    out["warnings"] = [w] if w else []
+    if w:
+        log.warning("attacks: %s", w)
+    return out
+
+
 def run_classifier_attacks(ctx: RunContext) -> dict[str, Any]:
-    pixels, labels, ids = _source_arrays(ctx)
+    from .sources import recognised_sources
+
+    # only sources the classifier recognises are attacked (the paper); the rest are counted
+    emb = ctx.features.embedding[ctx.split.indices("source")]
+    sel = recognised_sources(ctx.split.image_ids("source"), ctx.split.labels("source"), ctx.head.predict(emb),
+                             system="classifier")
+    if not sel.ids:
+        raise DataError("attacks: the classifier recognises none of the source images, so there is nothing to "
+                        "attack; check the data and the classifier stage's accuracy")
+    pixels, labels, ids = _source_arrays(ctx, set(sel.ids))
     run_config = ctx.cfg.attacks.run_config(seed=ctx.cfg.seed)
-    return _attack(ctx, run_config, "classifier", images=pixels, labels=labels, source_ids=ids,
-                   classifier=ctx.classifier)
+    out = _attack(ctx, run_config, "classifier", images=pixels, labels=labels, source_ids=ids,
+                  classifier=ctx.classifier)
+    return _selection_summary(out, sel)
 
 
 def detector_test_sources(ctx: RunContext) -> set[str]:
@@ -207,12 +262,20 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
     d = ctx.cfg.deep_features
     if not d.enabled:
         return {"enabled": False}
-    chosen = detector_test_sources(ctx) if d.sources == "test" else set(ctx.split.image_ids("source"))
-    if d.max_sources is not None and len(chosen) > d.max_sources:
-        from ..utils.seeding import seeded_choice
+    from .sources import FEW_SOURCES, deep_features_sources, recognised_sources
 
-        chosen = set(seeded_choice(sorted(chosen), d.max_sources, ctx.cfg.seed, "deep-features sources"))
-    pixels, labels, ids = _source_arrays(ctx, chosen)
+    src_ids = ctx.split.image_ids("source")
+    emb = ctx.features.embedding[ctx.split.indices("source")]
+    sel = recognised_sources(src_ids, ctx.split.labels("source"), ctx.identifier.predict(emb), system="FR system")
+    test_ids = detector_test_sources(ctx) if d.sources == "test" else None
+    chosen = deep_features_sources(src_ids, set(sel.ids), test_ids, d.max_sources, ctx.cfg.seed)
+    if not chosen:
+        raise DataError("deep_features: no source image is both recognised by the FR system and "
+                        + ("in the detectors' test split" if d.sources == "test" else "available")
+                        + "; set deep_features.enabled=false or use more data")
+    if test_ids is not None:  # count only what the cap and the test split would have kept
+        sel.left_out = [i for i in sel.left_out if i in test_ids]
+    pixels, labels, ids = _source_arrays(ctx, set(chosen))
     params: dict[str, Any] = {"max_iterations": d.max_iter, "k": d.k, "metric": ctx.metric,
                               "feature": d.tap or "embedding"}
     if d.workers is not None:
@@ -228,6 +291,13 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
                   template_labels=np.asarray(ident.classes_))
     out["sources"] = len(ids)
     out["source_rule"] = d.sources
+    out = _selection_summary(out, sel)
+    out["selection"]["attacked"] = len(ids)
+    if len(ids) < FEW_SOURCES:
+        w = (f"the deep-features attacks (and Tables 5-6) rest on {len(ids)} source images each; their AUCs and "
+             f"success rates are rough (fewer than {FEW_SOURCES}: see the intervals)")
+        out["warnings"].append(w)
+        log.warning("deep_features: %s", w)
     return out
 
 
@@ -277,17 +347,27 @@ def run_trajectories(ctx: RunContext) -> dict[str, Any]:
     from ..data.features import extract_features
     from ..detection.representatives import ClassRepresentatives
 
+    import hashlib
+
+    from ..utils.io import atomic_write_text
+
     counts = {}
     for kind, run in _attack_runs(ctx):
         for name in run.attack_names:
             path = ctx.path("trajectories", "adversarial", kind, f"{name}.npz")
-            if path.is_file():
+            # the features are reused only for the very adversarials they were computed from
+            rows = {k: v[run.rows(name)] for k, v in run.table.items()}
+            key = hashlib.sha256(repr([[str(x) for x in rows[c]] for c in ("source_id", "l2", "linf")]).encode()
+                                 ).hexdigest()[:20]
+            key_path = path.with_suffix(".key")
+            if path.is_file() and key_path.is_file() and key_path.read_text().strip() == key:
                 counts[name] = "cached"
                 continue
             adv = np.ascontiguousarray(run.adversarials(name, mmap=False))
             f = extract_features(ctx.model, adv, taps="all", batch_size=ctx.cfg.model.batch_size, device=ctx.device,
                                  cache=False, desc=f"features of {name}")
             save_npz(path, **f.taps)
+            atomic_write_text(key_path, key + "\n")
             counts[name] = len(adv)
     # class representatives: head-training images the classifier gets right
     train_feats, train_labels = ctx.role_features("train")
@@ -300,8 +380,13 @@ def run_trajectories(ctx: RunContext) -> dict[str, Any]:
         reps[kind] = {"classes": len(r.classes_), "images_used": int(np.sum(r.counts_))}
     log.info("trajectories: features of %d adversarial sets; representatives from %d correctly classified "
              "head-training images", len(counts), reps["centroid"]["images_used"])
+    from .checks import thin_representatives
+
+    thin = thin_representatives([int(c) for c in np.asarray(r.counts_).ravel()])
+    if thin:
+        log.warning("trajectories: %s", thin)
     return {"adversarial_sets": counts, "representatives": reps, "layers": blocks,
-            "train_correct": float(np.mean(pred == train_labels))}
+            "train_correct": float(np.mean(pred == train_labels)), "warnings": [thin] if thin else []}
 
 
 # ---------------------------------------------------------------------------- 8. detectors
@@ -474,13 +559,14 @@ STAGES: list[Stage] = [
     Stage("classifier", "classifier head", ("features",), _s("classifier", "seed"), run_classifier),
     Stage("recognition", "FR templates and verification threshold", ("features",), _s("recognition", "seed"),
           run_recognition),
-    Stage("attacks", "classifier attacks", ("classifier",), _s("attacks", "seed"), run_classifier_attacks),
+    Stage("attacks", "classifier attacks", ("classifier",), _s("attacks", "seed"), run_classifier_attacks,
+          version=2),
     Stage("deep_features", "deep-features attacks", ("recognition",),
           lambda cfg: {"deep_features": {k: v for k, v in vars(cfg.deep_features).items() if k != "workers"},
                        "quantise": cfg.attacks.quantise, "test_size": cfg.detection.test_size, "seed": cfg.seed},
-          run_deep_features),
+          run_deep_features, version=2),
     Stage("trajectories", "representatives and trajectories", ("attacks", "deep_features"), _s(), run_trajectories),
-    Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors),
+    Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors, small_models=True),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
     Stage("report", "report", ("detectors", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +32,21 @@ __all__ = [
 ]
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open(path, 'w')`` would give a new file: 0o666 minus the umask.
+
+    ``tempfile.mkstemp`` creates its file owner-only (0o600); without this, every result,
+    report and figure would stay unreadable to a group or to a web server whatever the umask.
+    """
+    with _UMASK_LOCK:  # reading the umask means setting it; keep other threads out meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, else delete it."""
@@ -38,6 +54,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _file_mode())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
