@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "frad.cli.run_cmd",
     "frad.cli.demo_cmd",
     "frad.cli.data_cmd",
+    "frad.cli.detect_cmd",
 ]
 
 

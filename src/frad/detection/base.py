@@ -70,7 +70,8 @@ def threshold_at_fpr(natural_scores: ArrayLike, fpr: float) -> float:
     """The lowest threshold at which at most ``fpr`` of ``natural_scores`` are >= it.
 
     ``predict`` says adversarial when ``score >= threshold``; on these naturals the false
-    positive rate is then <= ``fpr`` (the rule of ``frad.evaluation.metrics.threshold_at_far``).
+    positive rate is then <= ``fpr``.  The threshold lies half-way between two natural scores
+    (or just above the highest), never on one.
     """
     s = np.asarray(natural_scores, dtype=np.float64).ravel()
     if s.size == 0:
@@ -81,8 +82,12 @@ def threshold_at_fpr(natural_scores: ArrayLike, fpr: float) -> float:
         raise ConfigError(f"fpr must be in [0, 1), got {fpr}")
     neg = np.sort(s)[::-1]
     k = int(np.floor(fpr * neg.size + 1e-9))  # at most k naturals may be flagged
-    # flag scores strictly above the (k+1)-th highest natural (as metrics.threshold_at_far)
-    return float(np.nextafter(neg[k], np.inf))
+    # flag scores above the (k+1)-th highest natural: half-way to the next higher distinct score, so
+    # that no natural sits on the threshold (round-off in a later feature pass cannot flip its verdict)
+    higher = neg[:k][neg[:k] > neg[k]]
+    if higher.size:
+        return float((neg[k] + higher.min()) / 2)
+    return float(neg[k] + 1e-6 * max(1.0, abs(float(neg[k]))))
 
 
 def pixel_features(

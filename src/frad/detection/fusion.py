@@ -98,7 +98,7 @@ class FusionDetector(AdversarialDetector):
             top, gap = _cos_top2(x, self.means_[t])
             cols += [top, gap]
             if self.use_lid and hasattr(self, "reference_"):
-                cols.append(np.log(lid_mle(x, self.reference_[t], int(self.k)) + 1e-6))
+                cols.append(np.log(lid_mle(x, self.reference_[t], self.k_) + 1e-6))
         return np.stack(cols, axis=1)
 
     def fit_features(self, features: Mapping[str, ArrayLike], y: ArrayLike, *, labels: ArrayLike | None = None,
@@ -112,6 +112,7 @@ class FusionDetector(AdversarialDetector):
             nat = np.flatnonzero(yy == 0)
             pick = np.sort(rng.choice(nat, size=min(int(self.batch_size), nat.size), replace=False))
             self.reference_ = {t: feats[t][pick].copy() for t in self.reference_taps_}
+            self.k_ = max(1, min(int(self.k), pick.size - 1))
         Z = self.columns(feats)
         self.mean_ = Z.mean(axis=0)
         sd = Z.std(axis=0)
@@ -162,7 +163,7 @@ class FusionDetector(AdversarialDetector):
             arrays.update(self.combiner_.arrays("lr_"))
         else:
             tensors = dict(self.net_.state_dict())
-        settings = {"taps": self.reference_taps_, "k": int(self.k), "batch_size": int(self.batch_size),
+        settings = {"taps": self.reference_taps_, "k": int(self.k), "k_used": getattr(self, "k_", int(self.k)), "batch_size": int(self.batch_size),
                     "hidden_size": int(self.hidden_size), "use_lid": bool(self.use_lid), "n_columns": int(self.mean_.size)}
         return settings, arrays, tensors
 
@@ -177,6 +178,7 @@ class FusionDetector(AdversarialDetector):
         self.precisions_ = {t: arrays[f"precision_{i}"] for i, t in enumerate(self.reference_taps_)}
         if self.use_lid:
             self.reference_ = {t: arrays[f"reference_{i}"] for i, t in enumerate(self.reference_taps_)}
+            self.k_ = int(settings["k_used"])
         if self.hidden_size == 0:
             self.combiner_ = LogisticCombiner.from_arrays(arrays, "lr_")
         else:

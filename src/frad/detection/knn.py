@@ -67,8 +67,9 @@ class DeepKNNDetector(AdversarialDetector):
                       predictions: ArrayLike | None = None) -> DeepKNNDetector:
         """Store the training features and labels the neighbours are searched among (all rows)."""
         taps, feats, n = check_features(features, self.taps, "reference features")
-        if int(self.k) < 1 or int(self.k) > n:
-            raise ConfigError(f"DeepKNNDetector: k must be in [1, {n}], got {self.k}")
+        if int(self.k) < 1:
+            raise ConfigError(f"DeepKNNDetector: k must be >= 1, got {self.k}")
+        self.k_ = min(int(self.k), n)  # fewer training rows than k (tiny runs): all of them
         self.classes_, codes = np.unique(np.asarray(labels), return_inverse=True)
         self.train_codes_ = codes.astype(np.int64)
         self.train_ = {t: feats[t].copy() for t in taps}
@@ -83,8 +84,8 @@ class DeepKNNDetector(AdversarialDetector):
         K = self.classes_.size
         counts = np.zeros((n, K), np.int64)
         for t in self.reference_taps_:
-            counts += knn_label_counts(feats[t], self.train_[t], self.train_codes_, K, int(self.k))
-        return len(self.reference_taps_) * int(self.k) - counts
+            counts += knn_label_counts(feats[t], self.train_[t], self.train_codes_, K, self.k_)
+        return len(self.reference_taps_) * self.k_ - counts
 
     def fit_features(self, features: Mapping[str, ArrayLike], y: ArrayLike, *, labels: ArrayLike | None = None,
                      groups: ArrayLike | None = None, source_ids: ArrayLike | None = None) -> DeepKNNDetector:
@@ -121,13 +122,14 @@ class DeepKNNDetector(AdversarialDetector):
                                          "calibration": self.calibration_}
         for i, t in enumerate(self.reference_taps_):
             arrays[f"train_{i}"] = self.train_[t]
-        return {"k": int(self.k), "taps": self.reference_taps_}, arrays, {}
+        return {"k": int(self.k), "k_used": self.k_, "taps": self.reference_taps_}, arrays, {}
 
     @classmethod
     def _from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
                     tensors: Mapping[str, Tensor], folder: Path) -> DeepKNNDetector:
         self = cls(taps=settings["taps"], k=int(settings["k"]))
         self.reference_taps_ = list(settings["taps"])
+        self.k_ = int(settings["k_used"])
         self.classes_ = arrays["classes"]
         self.train_codes_ = arrays["train_codes"]
         self.calibration_ = arrays["calibration"]

@@ -14,7 +14,9 @@ Mini-batch: Ma et al. estimate each adversarial's LID within the mini-batch of n
 was crafted from.  A deployed detector scores images one at a time, so frad keeps one
 fixed reference mini-batch of ``batch_size`` natural training images (drawn with
 ``random_state``) and estimates every image's LID within it; a reference image itself does
-not count as its own neighbour (a neighbour at distance 0 is skipped).
+not count as its own neighbour (a neighbour at distance 0 is skipped).  With fewer natural
+rows than ``batch_size`` (tiny runs) all are used and ``k`` is capped at their number - 1
+(``k_``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class LIDDetector(AdversarialDetector):
     def layer_scores(self, features: Mapping[str, ArrayLike]) -> np.ndarray:
         """(N, layers) LID estimates within the reference mini-batch."""
         _, feats, _ = check_features(features, self.taps_)
-        return np.stack([lid_mle(feats[t], self.reference_[t], int(self.k)) for t in self.taps_], axis=1)
+        return np.stack([lid_mle(feats[t], self.reference_[t], self.k_) for t in self.taps_], axis=1)
 
     def fit_features(self, features: Mapping[str, ArrayLike], y: ArrayLike, *, labels: ArrayLike | None = None,
                      groups: ArrayLike | None = None, source_ids: ArrayLike | None = None) -> LIDDetector:
@@ -84,11 +86,13 @@ class LIDDetector(AdversarialDetector):
         taps, feats, n = check_features(features, self.taps)
         yy = np.asarray(y).astype(int).ravel()
         nat = np.flatnonzero(yy == 0)
-        if nat.size <= int(self.k) or yy.min() == yy.max():
-            raise DataError(f"LIDDetector needs adversarial rows and more than k={self.k} natural rows")
+        if nat.size < 3 or yy.min() == yy.max():
+            raise DataError("LIDDetector needs adversarial rows and at least 3 natural rows")
         rng = np.random.default_rng(self.random_state)
         pick = np.sort(rng.choice(nat, size=min(int(self.batch_size), nat.size), replace=False))
         self.reference_ = {t: feats[t][pick].copy() for t in taps}
+        # a small reference batch (tiny runs) caps k: a reference row skips itself
+        self.k_ = min(int(self.k), pick.size - 1)
         self.taps_ = list(taps)
         S = self.layer_scores(feats)
         self.combiner_ = LogisticCombiner(self.C, self.random_state).fit(S, yy)
@@ -101,7 +105,7 @@ class LIDDetector(AdversarialDetector):
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Tensor]]:
         arrays = {f"reference_{i}": self.reference_[t] for i, t in enumerate(self.taps_)}
         arrays.update(self.combiner_.arrays("lr_"))
-        return {"k": int(self.k), "batch_size": int(self.batch_size), "C": self.C, "taps": self.taps_}, arrays, {}
+        return {"k": int(self.k), "k_used": self.k_, "batch_size": int(self.batch_size), "C": self.C, "taps": self.taps_}, arrays, {}
 
     @classmethod
     def _from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
@@ -109,6 +113,7 @@ class LIDDetector(AdversarialDetector):
         self = cls(taps=settings["taps"], k=int(settings["k"]), batch_size=int(settings["batch_size"]),
                    C=float(settings["C"]))
         self.taps_ = list(settings["taps"])
+        self.k_ = int(settings["k_used"])
         self.reference_ = {t: arrays[f"reference_{i}"] for i, t in enumerate(self.taps_)}
         self.combiner_ = LogisticCombiner.from_arrays(arrays, "lr_", self.C)
         return self

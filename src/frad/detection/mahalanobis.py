@@ -48,7 +48,11 @@ def class_gaussians(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     sums = np.zeros((classes.size, x.shape[1]))
     np.add.at(sums, inv, x)
     means = sums / np.bincount(inv)[:, None]
-    cov = EmpiricalCovariance(assume_centered=True).fit(x - means[inv])
+    # a few hundred dimensions: BLAS threads only cost here (on a busy machine, 60x), so one thread
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        cov = EmpiricalCovariance(assume_centered=True).fit(x - means[inv])
     return classes, means, np.asarray(cov.precision_, np.float64)
 
 
