@@ -32,6 +32,35 @@ from frad.pipeline.context import RunContext
 from frad.pipeline.run import open_run_config
 
 
+def stand_ins(ctx: RunContext) -> dict:
+    """Every detector kind at the run's scale (its classes, taps, head-training rows), fitted on the
+    run's cached features with random natural/adversarial labels: the same cost, meaningless scores."""
+    from frad.detection import (ClassRepresentatives, DeepKNNDetector, FusionDetector, LIDDetector,
+                                MahalanobisDetector, TrajectoryFaceDetector)
+
+    blocks = ctx.model.resolve_taps("blocks")
+    taps = [*blocks, "embedding"]
+    ref, lab = ctx.role_features("train")
+    nat, nat_lab = ctx.role_features("natural")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, len(nat_lab))
+    y[:2] = [0, 1]
+    out = {}
+    for arch in ("lstm", "mlp"):
+        reps = ClassRepresentatives("medoid", layers=blocks).fit({t: ref[t] for t in blocks}, lab)
+        d = TrajectoryFaceDetector(arch, "medoid", "euclidean", representatives=reps, max_epochs=1,
+                                   bidirectional=True) if arch == "lstm" else \
+            TrajectoryFaceDetector(arch, "medoid", "euclidean", representatives=reps, max_epochs=1)
+        out[f"{arch}-medoid-euclidean"] = d.fit_features({t: nat[t] for t in blocks}, y, source_ids=np.arange(len(y)))
+    for name, d in (("mahalanobis", MahalanobisDetector(taps=taps)), ("lid", LIDDetector(taps=taps)),
+                    ("deep-knn", DeepKNNDetector(taps=taps)), ("fusion", FusionDetector(taps=taps, epochs=5))):
+        d.fit_reference(ref, lab)
+        out[name] = d.fit_features(nat, y, labels=nat_lab)
+    for d in out.values():
+        d.bind(ctx.model)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -39,6 +68,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--stand-ins", action="store_true",
+                    help="time detectors of the run's size fitted on its cached features with random labels "
+                         "(for runs whose benchmark stage has not run yet)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -46,9 +78,14 @@ def main() -> None:
     ctx = RunContext(open_run_config(args.run_dir), args.run_dir)
     idx = ctx.split.indices("natural")[: args.batch]
     pixels = to_pixels(ctx.images(idx))
-    names = args.detectors or [k for k in run_detector_index(args.run_dir)["detectors"] if k.startswith("targeted/")]
     model = ctx.model
-    dets = {n: load_run_detector(args.run_dir, n, face_model=model) for n in names}
+    if (args.run_dir / "detection" / "benchmark" / "index.json").is_file() and not args.stand_ins:
+        names = args.detectors or [k for k in run_detector_index(args.run_dir)["detectors"] if k.startswith("targeted/")]
+        dets = {n: load_run_detector(args.run_dir, n, face_model=model) for n in names}
+        what = "the run's trained detectors"
+    else:
+        dets = stand_ins(ctx)
+        what = "stand-ins of the run's size fitted on random labels (timing only; scores meaningless)"
     taps = sorted({t for d in dets.values() for t in d.taps_}, key=model.tap_names.index)
 
     def t_forward() -> None:
@@ -74,11 +111,12 @@ def main() -> None:
     rows = {k: {"seconds_per_batch": v, "images_per_second": len(pixels) / v,
                 "detector_share": None if k in ("face network",) else 1.0 - base / v} for k, v in med.items()}
     lines = [f"batch {len(pixels)} chips of {args.run_dir}, median of {args.repeats} (machine shared: ratios count)",
+             f"detectors: {what}",
              f"{'':<44} {'s/batch':>8} {'img/s':>8} {'share':>7}"]
     for k, r in rows.items():
         share = "" if r["detector_share"] is None else f"{100 * r['detector_share']:6.1f}%"
         lines.append(f"{k:<44} {r['seconds_per_batch']:8.3f} {r['images_per_second']:8.1f} {share:>7}")
-    report({"batch": len(pixels), "repeats": args.repeats, "results": rows}, "\n".join(lines), args.json)
+    report({"batch": len(pixels), "repeats": args.repeats, "detectors": what, "results": rows}, "\n".join(lines), args.json)
 
 
 if __name__ == "__main__":
