@@ -84,7 +84,7 @@ class FusionDetector(AdversarialDetector):
             raise DataError("FusionDetector: no correctly classified reference rows")
         self.means_, self.precisions_ = {}, {}
         for t in taps:
-            _, self.means_[t], self.precisions_[t] = class_gaussians(feats[t][keep], y[keep])
+            self.classes_, self.means_[t], self.precisions_[t] = class_gaussians(feats[t][keep], y[keep])
         self.reference_taps_ = list(taps)
         return self
 

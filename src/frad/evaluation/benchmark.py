@@ -216,6 +216,7 @@ def run_benchmark(
     ok_pos = np.full(adv_ok.size, -1)
     ok_pos[ok_rows] = np.arange(ok_rows.size)
     traj_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    gaussians: tuple[Any, ...] | None = None
     bar = progress(total=len(names) * len(use_settings), desc="benchmark", unit="detector")
     for s in use_settings:
         tr_adv = np.flatnonzero((adv_set == s) & adv_ok & ~adv_test)
@@ -250,7 +251,13 @@ def run_benchmark(
             t0 = time.perf_counter()
             if name in BASELINES + OURS:
                 det = _build(name, taps, seed)
-                det.fit_reference(reference_features, reference_labels, reference_predictions)
+                if isinstance(det, (MahalanobisDetector, FusionDetector)) and gaussians is not None:
+                    # class Gaussians are the same for every setting and detector: fitted once, reused
+                    det.reference_taps_, det.means_, det.precisions_, det.classes_ = gaussians  # type: ignore[union-attr]
+                else:
+                    det.fit_reference(reference_features, reference_labels, reference_predictions)
+                    if isinstance(det, MahalanobisDetector):
+                        gaussians = (det.reference_taps_, det.means_, det.precisions_, det.classes_)
                 det.fit_features({t: v[tr] for t, v in train_feats.items()}, y[tr], labels=labels[tr],
                                  groups=groups[tr], source_ids=src[tr])
             else:
