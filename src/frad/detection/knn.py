@@ -36,13 +36,13 @@ __all__ = ["DeepKNNDetector", "knn_label_counts"]
 def knn_label_counts(x: np.ndarray, train: np.ndarray, train_codes: np.ndarray, n_classes: int, k: int,
                      block: int = 2048) -> np.ndarray:
     """(N, K) how many of each row's ``k`` nearest training rows (Euclidean) carry each class code."""
-    t = torch.from_numpy(np.ascontiguousarray(train, np.float32))
+    t64 = torch.from_numpy(np.ascontiguousarray(train, np.float64))
     codes = torch.from_numpy(np.asarray(train_codes, np.int64))
     out = np.zeros((x.shape[0], n_classes), np.int64)
     for s in range(0, x.shape[0], block):
         q = torch.from_numpy(np.ascontiguousarray(x[s : s + block], np.float32))
-        # squared distances in float64 for a stable order (cdist's matrix-product path can reorder near-ties)
-        d = torch.cdist(q.double(), t.double(), compute_mode="donot_use_mm_for_euclid_dist")
+        # float64 so that the matrix-product form of the distances keeps the neighbours' order
+        d = torch.cdist(q.double(), t64)
         idx = torch.topk(d, k, dim=1, largest=False).indices
         lab = codes[idx]
         cnt = torch.zeros(q.shape[0], n_classes, dtype=torch.int64)

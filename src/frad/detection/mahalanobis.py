@@ -64,7 +64,7 @@ def mahalanobis_layer_scores(x: np.ndarray, means: np.ndarray, precision: np.nda
     out = np.empty(x.shape[0])
     for s in range(0, x.shape[0], block):
         xb = x[s : s + block]
-        xpx = np.einsum("nc,cd,nd->n", xb, precision, xb)
+        xpx = np.sum((xb @ precision) * xb, axis=1)
         d = xpx[:, None] - 2.0 * xb @ pm.T + mpm[None, :]
         out[s : s + block] = np.maximum(d.min(axis=1), 0.0)
     return out
