@@ -38,6 +38,8 @@ TINY = {
     },
     "deep_features": {"deltas": [5, 10], "max_iter": 50, "workers": 1},
     "detection": {"n_bootstrap": 50, "detector": {"max_epochs": 5, "batch_size": 64}},
+    "benchmark": {"detectors": ["lstm-medoid-cosine", "mahalanobis", "mahalanobis-unsupervised", "lid", "deep-knn",
+                                "fusion"]},
     "report": {"demo": True, "examples": 2},
 }
 
@@ -108,7 +110,7 @@ def test_changed_detector_settings_rerun_only_what_follows(tiny_run: Path, tmp_p
     cfg = write_config(tmp_path / "changed.yaml", changed)
     assert main(["run", str(cfg), "--out", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ran"] == ["detectors", "report"]
+    assert out["ran"] == ["detectors", "benchmark", "report"]  # the benchmark reuses the detectors' settings
 
 
 def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tmp_path: Path) -> None:
