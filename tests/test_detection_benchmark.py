@@ -56,7 +56,7 @@ def bench(tmp_path_factory):
         nat, {"source_id": nat_ids, "label": nat_lab}, adv, {k: np.asarray(v) for k, v in meta.items()}, ref, ref_lab,
         test_source_ids=test_ids, blocks=BLOCKS, taps=TAPS, adversarial_uint8=u8, deep_features=df, deep_meta=df_meta,
         deep_uint8=df, detectors=names, detector_params={"max_epochs": 5}, n_bootstrap=50, out_dir=out,
-        face_model={"name": "fake", "fingerprint": "abc"},
+        face_model={"name": "fake", "fingerprint": "abc"}, threshold_naturals=_feats(rng, centres, nat_lab, 0.5),
     )
     return res, out, nat, nat_ids, adv, meta, test_ids, names
 
@@ -72,6 +72,8 @@ def test_every_detector_in_every_table(bench):
     assert "benchmark_targeted_deep_features" in res["tables"]
     assert "benchmark_untargeted_deep_features" not in res["tables"]  # no untargeted DF rows given
     assert 0.5 < res["data"]["targeted"]["uint8_survival"]["BIM"] <= 1.0
+    d = res["data"]["targeted"]
+    assert d["threshold_naturals"] > d["validation_rows"]  # the extra naturals joined the validation naturals
     # an easy separation: the Mahalanobis detectors find it
     assert res["results"]["targeted"]["mahalanobis"]["float32"]["macro_auc"] > 0.9
     assert res["chosen"] in {f"{s}/{n}" for s in ("targeted", "untargeted") for n in names}

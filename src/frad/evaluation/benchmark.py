@@ -9,8 +9,9 @@ the same training rows and evaluates it with the same code:
   their checkpoints are reused rather than retrained);
 - validation: a share ``validation_size`` of those rows' source ids, drawn exactly as the
   trajectory networks draw their own validation split.  Baselines are fitted on the rest;
-  every detector's validation macro-AUC (mean over attack families) and its operating
-  threshold (``fpr`` of the validation naturals above it) come from these rows;
+  every detector's validation macro-AUC (mean over attack families) comes from these rows,
+  and its operating threshold (``fpr`` of the validation naturals above it) from their
+  naturals plus any ``threshold_naturals`` (natural images no detector trains on);
 - test: the natural test images against each family's successful test adversarials: ROC
   AUC with a bootstrap interval, TPR at ``fpr`` false positives (on the test naturals'
   ROC), and the TPR / FPR at the operating threshold chosen on validation;
@@ -159,6 +160,7 @@ def run_benchmark(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     face_model: Mapping[str, Any] | None = None,
+    threshold_naturals: Mapping[str, ArrayLike] | None = None,
 ) -> dict[str, Any]:
     """Train, save and evaluate every detector per setting; returns the JSON-able results (see module doc).
 
@@ -168,7 +170,10 @@ def run_benchmark(
     FR system); ``deep_meta``: ``attack``, ``setting``, ``source_id``, ``success``,
     optionally ``success_quantised``.  ``adversarial_uint8`` / ``deep_uint8``: features of
     the rounded adversarials, row for row.  ``face_model``: ``{"name", "fingerprint", ...}``
-    recorded in every saved detector and the index.
+    recorded in every saved detector and the index.  ``threshold_naturals``: features of more
+    natural images that no detector trains on (e.g. the FR head's validation images), added to
+    the validation naturals when the operating threshold is chosen (a 5% quantile of a few
+    dozen scores is too noisy to deploy).
     """
     names = benchmark_names(detectors)
     blocks = list(blocks)
@@ -239,6 +244,8 @@ def run_benchmark(
         survive = {f: float(np.mean(adv_q[te_adv][adv_fam[te_adv] == f])) for f in np.unique(adv_fam[te_adv])}
         results["data"][s] = {"train_natural": int(tr_nat.size), "train_adversarial": int(tr_adv.size),
                               "validation_rows": int(va.size), "fit_rows": int(tr.size),
+                              "threshold_naturals": int((y[va] == 0).sum()) + (
+                                  0 if threshold_naturals is None else len(next(iter(threshold_naturals.values())))),
                               "test_natural": int(te_nat.size), "test_adversarial": int(te_adv.size),
                               "test_adversarial_uint8": int(q_rows.size), "uint8_survival": survive}
         if has_df:
@@ -288,7 +295,10 @@ def run_benchmark(
                 det.describe_face_model(str(face_model.get("name")), face_model.get("fingerprint"))
             val_scores = det.score_features({t: v[va] for t, v in train_feats.items()})
             val_auc = macro_auc(y[va], val_scores, fam_rows[va])
-            det.set_threshold(val_scores[y[va] == 0], fpr=fpr)
+            thr_scores = val_scores[y[va] == 0]
+            if threshold_naturals is not None:
+                thr_scores = np.r_[thr_scores, det.score_features(_sub(threshold_naturals, slice(None), taps))]
+            det.set_threshold(thr_scores, fpr=fpr)
             t1 = time.perf_counter()
             nat_scores = det.score_features(nat_te_feats)
             adv_scores = det.score_features(adv_te_feats)

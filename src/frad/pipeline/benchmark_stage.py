@@ -73,6 +73,8 @@ def run_benchmark_stage(ctx: RunContext) -> dict[str, Any]:
     blocks = ctx.model.resolve_taps("blocks")
     taps = [*blocks, "embedding"]
     train_feats, train_labels = ctx.role_features("train")
+    # the FR head's validation images: natural, never seen by a detector; they steady the threshold
+    val_feats, _ = ctx.role_features("val")
     pred = ctx.head.predict(train_feats["embedding"])
     test_ids = sorted(detector_test_sources(ctx))
     reps = {}
@@ -110,6 +112,7 @@ def run_benchmark_stage(ctx: RunContext) -> dict[str, Any]:
         setting_params=d.setting, validation_size=b.validation_size, fpr=b.fpr, n_bootstrap=d.n_bootstrap,
         random_state=ctx.cfg.seed, device=ctx.device, checkpoint_dir=ctx.run_dir / "detection" / "checkpoints",
         out_dir=ctx.run_dir / "detection" / "benchmark", face_model=face_model,
+        threshold_naturals={t: val_feats[t] for t in taps} if len(val_feats[taps[0]]) else None,
     )
     goal = res.get("goal", {})
     best = goal.get("best")
