@@ -38,6 +38,8 @@ TINY = {
     },
     "deep_features": {"deltas": [5, 10], "max_iter": 50, "workers": 1},
     "detection": {"n_bootstrap": 50, "detector": {"max_epochs": 5, "batch_size": 64}},
+    "benchmark": {"detectors": ["lstm-medoid-cosine", "mahalanobis", "mahalanobis-unsupervised", "lid", "deep-knn",
+                                "fusion"]},
     "report": {"demo": True, "examples": 2},
 }
 
@@ -108,7 +110,7 @@ def test_changed_detector_settings_rerun_only_what_follows(tiny_run: Path, tmp_p
     cfg = write_config(tmp_path / "changed.yaml", changed)
     assert main(["run", str(cfg), "--out", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ran"] == ["detectors", "report"]
+    assert out["ran"] == ["detectors", "benchmark", "report"]  # the benchmark reuses the detectors' settings
 
 
 def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tmp_path: Path) -> None:
@@ -264,3 +266,67 @@ def test_run_context_invalidates_and_provides_only_its_artefacts(tmp_path: Path)
     assert "metric" not in ctx.__dict__
     with pytest.raises(AttributeError, match="no artefact splt"):
         ctx.invalidate("splt")
+
+
+def test_detect_gives_the_verdicts_of_the_runs_own_evaluation(tiny_run: Path, tmp_path: Path) -> None:
+    """`frad detect` on natural images and on adversarials the run wrote as PNG files agrees with
+    the run's detector on the run's own features (feature cache; cached uint8 adversarial features)."""
+    import numpy as np
+    from PIL import Image
+
+    from frad.detection import load_run_detector
+    from frad.pipeline.context import RunContext
+    from frad.pipeline.detect import export_adversarials
+    from frad.pipeline.run import open_run_config
+    from frad.utils.io import load_npz
+
+    ctx = RunContext(open_run_config(tiny_run), tiny_run)
+    det = load_run_detector(tiny_run)
+    nat_idx = ctx.split.indices("natural")[:20]
+    chips = ctx.images(nat_idx)
+    nat_dir = tmp_path / "natural"
+    nat_dir.mkdir()
+    expected: dict[str, tuple[bool, float]] = {}
+    nat_feats = {t: v[nat_idx] for t, v in ctx.features.taps.items()}
+    nat_scores = det.score_features(nat_feats)
+    for i, chip in enumerate(chips):
+        p = nat_dir / f"natural-{i:02d}.png"
+        Image.fromarray(chip).save(p)
+        expected[str(p)] = (bool(nat_scores[i] >= det.threshold_), float(nat_scores[i]))
+
+    adv_dir = tmp_path / "adversarial"
+    files = export_adversarials(tiny_run, adv_dir, limit=20)
+    from frad.attacks import load_results
+
+    res = load_results(tiny_run / "attacks" / "classifier")
+    n_adv = 0
+    for f in files:
+        attack, src = f.stem.split("--")
+        cache = tiny_run / "trajectories" / "adversarial_uint8" / "classifier" / f"{attack}.npz"
+        z = load_npz(cache)
+        srcs = ["".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))
+                for s in res.table["source_id"][res.rows(attack)]]
+        j = srcs.index(src)
+        pos = np.flatnonzero(z["rows"] == j)
+        if pos.size == 0:
+            continue  # a training-side source: the run evaluates only test sources as uint8
+        s = det.score_features({t: z[t][pos] for t in det.taps_})[0]
+        expected[str(f)] = (bool(s >= det.threshold_), float(s))
+        n_adv += 1
+    assert n_adv >= 4
+    (tmp_path / "notes.txt").write_text("not an image")
+
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["detect", str(tiny_run), str(nat_dir), str(adv_dir), str(tmp_path / "notes.txt"), "--json"]) == 0
+    out = json.loads(buf.getvalue())
+    got = {r["file"]: r for r in out["images"] if r["face"]}
+    for path, (verdict, score) in expected.items():
+        assert got[path]["adversarial"] == verdict, path
+        assert got[path]["score"] == pytest.approx(score, abs=1e-5), path
+        assert got[path]["identity"].startswith("synthetic")
+    assert [s["file"] for s in out["skipped"]] == [str(tmp_path / "notes.txt")]
+    assert out["threshold"] == det.threshold_

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "frad.cli.demo_cmd",
     "frad.cli.data_cmd",
     "frad.cli.serve_cmd",
+    "frad.cli.detect_cmd",
 ]
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "DeepFeaturesConfig",
     "DetectionConfig",
     "ScenariosConfig",
+    "BenchmarkConfig",
     "ReportConfig",
     "ChecksConfig",
     "load_config",
@@ -252,6 +253,28 @@ class DetectionConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """The detector benchmark (frad's detectors beside the baselines): see frad.evaluation.benchmark."""
+
+    enabled: bool = True
+    detectors: list[str] | None = None
+    validation_size: float = 0.2
+    fpr: float = 0.05
+    uint8: bool = True
+
+    def check(self, where: str) -> None:
+        from ..evaluation.benchmark import benchmark_names
+
+        if self.detectors is not None:
+            try:
+                benchmark_names(self.detectors)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.detectors: {exc}") from None
+        _in_range(self.validation_size, 0.0, 1.0, f"{where}.validation_size", low_open=True, high_open=True)
+        _in_range(self.fpr, 0.0, 1.0, f"{where}.fpr", low_open=True, high_open=True)
+
+
+@dataclass
 class ScenariosConfig:
     distance_metric: Literal["euclidean", "cosine"] = "euclidean"
     bins: int = 40
@@ -298,6 +321,7 @@ class ExperimentConfig:
     deep_features: DeepFeaturesConfig = field(default_factory=DeepFeaturesConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
 

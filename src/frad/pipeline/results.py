@@ -141,6 +141,35 @@ def _orderings(check: dict[str, Any]) -> dict[str, Any]:
             "rows": rows}
 
 
+def _benchmark_goal(bench: dict[str, Any]) -> dict[str, Any]:
+    from ..evaluation.benchmark import DETECTOR_TITLES
+
+    g = bench.get("goal") or {}
+    t = g.get("targets", {})
+    rows = [[DETECTOR_TITLES.get(n, n), v["macro_auc"], v["cw_auc"], v["deep_features_min_auc"],
+             "yes" if v["meets"] else "no"] for n, v in (g.get("detectors") or {}).items()]
+    return {"title": "Goal for frad's best detector (targeted): macro-AUC >= {:.2f}, CW >= {:.2f}, unseen "
+                     "deep-features attacks >= {:.2f}".format(t.get("targeted_macro_auc", 0.95), t.get("cw_auc", 0.85),
+                                                              t.get("deep_features_auc", 0.9)),
+            "columns": ["Detector", "Targeted macro-AUC", "CW AUC", "Lowest deep-features AUC", "Meets the goal"],
+            "rows": rows, "formats": ["", ".3f", ".3f", ".3f", ""],
+            "notes": [f"Chosen for deployment (`frad detect`, best validation macro-AUC): {bench.get('chosen')}."]}
+
+
+def _benchmark_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
+    if not bench:
+        return {}
+    g = bench.get("goal") or {}
+    best = g.get("best")
+    out: dict[str, Any] = {"deployed_detector": bench.get("chosen")}
+    if best:
+        v = g["detectors"][best]
+        out.update(benchmark_best_targeted=best, benchmark_best_targeted_macro_auc=v["macro_auc"],
+                   benchmark_best_targeted_cw_auc=v["cw_auc"],
+                   benchmark_best_targeted_deep_features_min_auc=v["deep_features_min_auc"])
+    return out
+
+
 def build_results(ctx: RunContext) -> dict[str, Any]:
     """The run's results.json document (see :mod:`frad.pipeline.report`)."""
     cfg = ctx.cfg
@@ -188,6 +217,11 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
                                              "rows": [[r[c] for c in t["columns"]] for r in t["rows"]],
                                              "formats": ["", "pct1", ".3f", "pct1"]}
     tables["orderings"] = _orderings(det.get("orderings", {}))
+    bench_path = ctx.run_dir / "detection" / "benchmark" / "results.json"
+    bench = read_json(bench_path) if bench_path.is_file() else None
+    if bench:  # the detector benchmark (frad.evaluation.benchmark): every detector beside the baselines
+        tables.update(bench.get("tables", {}))
+        tables["benchmark_goal"] = _benchmark_goal(bench)
 
     figures: dict[str, Any] = {}
     data_for = {
@@ -210,7 +244,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
 
     stages = {}
     for name in ("data", "features", "classifier", "recognition", "attacks", "deep_features", "trajectories",
-                 "detectors", "scenarios", "report"):
+                 "detectors", "benchmark", "scenarios", "report"):
         p = ctx.run_dir / "stages" / f"{name}.json"
         if p.is_file():
             r = read_json(p)
@@ -251,6 +285,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
             "best_targeted_configuration": best.get("configuration"),
             **{f"deep_features_success_{s}_delta{v['delta']:g}": (None if v["rate_pct"] is None else v["rate_pct"] / 100)
                for s, d in (scen.get("df_success") or {}).items() for k, v in d.items()},
+            **_benchmark_summary(bench),
             "classifier_adversarials": int(np.sum([r.get("n", 0) for r in attacks.get("success", {}).values()])),
             "sources_left_out": int((attacks.get("selection") or {}).get("left_out_misrecognised", 0)),
         },

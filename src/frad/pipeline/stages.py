@@ -547,6 +547,13 @@ def run_report(ctx: RunContext) -> dict[str, Any]:
             "tables": list(results["tables"]), "figures": list(results["figures"])}
 
 
+# ---------------------------------------------------------------------------- 8b. detector benchmark
+def _benchmark(ctx: RunContext) -> dict[str, Any]:
+    from .benchmark_stage import run_benchmark_stage
+
+    return run_benchmark_stage(ctx)
+
+
 # ---------------------------------------------------------------------------- the list
 def _s(*names: str) -> Callable[[ExperimentConfig], Any]:
     """The config sections a stage reads (they make its input fingerprint)."""
@@ -567,7 +574,9 @@ STAGES: list[Stage] = [
           run_deep_features, version=2),
     Stage("trajectories", "representatives and trajectories", ("attacks", "deep_features"), _s(), run_trajectories),
     Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors, small_models=True),
+    Stage("benchmark", "detector benchmark (baselines, uint8)", ("detectors",),
+          _s("benchmark", "detection", "seed"), _benchmark, small_models=True),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
-    Stage("report", "report", ("detectors", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
+    Stage("report", "report", ("detectors", "benchmark", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),
 ]
