@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_device_flag, add_json_flag, emit, resolve_device
+from ..utils.devices import resolve_device
+from ._common import add_device_flag, add_json_flag, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -222,7 +222,7 @@ def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, m
     async def healthz() -> dict[str, Any]:
         d = service.detector
         return {"status": "ok", "version": __version__, "identities": len(service.gallery),
-                "model": service.parts.model.info.name, "detector": getattr(d, "name", None),
+                "model": service.parts.model.info.name, "detector": getattr(d, "name_", None),
                 "detector_threshold": float(d.threshold_), "policy": "report-only" if settings.report_only else "refuse",
                 "batching": {"max_batch": settings.max_batch, "window_ms": settings.batch_window_ms}}
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .engine import FaceService, ServiceSettings
-from .loading import load_run_detector, load_run_parts
+from ..detection import load_run_detector
+from .loading import load_run_parts
 from .store import Gallery
 
 __all__ = ["build_service", "resolve_api_key", "API_KEY_ENV"]
@@ -56,7 +57,7 @@ def build_service(
     identities (one centroid template each) unless ``import_run_gallery`` is False."""
     run = Path(run_dir)
     parts = load_run_parts(run, device=device)
-    det = load_run_detector(run, detector, face_model=parts.model, device=device)
+    det = load_run_detector(run, detector, face_model=parts.model)
     path = Path(gallery) if gallery else run / "service" / "gallery.sqlite"
     new = not path.exists()
     g = Gallery(path, dim=parts.templates.shape[1])

@@ -22,7 +22,8 @@ import torch
 
 from ..recognition.similarity import paired_similarity, pairwise_similarity
 from .batcher import MicroBatcher
-from .loading import PixelDetector, RunParts
+from ..detection import AdversarialDetector
+from .loading import RunParts
 from .store import Gallery
 from .uploads import FaceCropper, UploadError, decode_upload
 
@@ -80,7 +81,7 @@ def png_base64(chip: np.ndarray) -> str:
 class FaceService:
     """Everything the endpoints do, on decoded images."""
 
-    def __init__(self, parts: RunParts, detector: PixelDetector, gallery: Gallery, settings: ServiceSettings,
+    def __init__(self, parts: RunParts, detector: AdversarialDetector, gallery: Gallery, settings: ServiceSettings,
                  *, on_batch: Any = None) -> None:
         self.parts = parts
         self.model = parts.model
@@ -88,8 +89,7 @@ class FaceService:
         self.gallery = gallery
         self.settings = settings
         self.cropper = FaceCropper(parts.alignment, parts.input_size, detector=settings.face_detector)
-        self._taps = list(getattr(detector, "layers", []) or [])
-        self._score_features = getattr(detector, "score_features", None)
+        self._taps = list(detector.taps_)
         self.batcher = MicroBatcher(self.analyse_batch, max_batch=settings.max_batch,
                                     window_ms=settings.batch_window_ms, on_batch=on_batch)
         self._attack_lock = threading.Lock()
@@ -120,12 +120,9 @@ class FaceService:
         from ..models.base import to_pixels
 
         x = to_pixels(np.stack(chips), self.model.device)
-        if self._score_features is not None and self._taps:
-            emb, taps = self.model.forward_intermediates(x, self._taps, pool=True)
-            scores = self._score_features({t: v.float().cpu().numpy() for t, v in taps.items()})
-        else:
-            emb = self.model(x)
-            scores = self.detector.score_samples(x)
+        # one pass gives the embedding and the detector's taps (the detector's raw path would run it again)
+        emb, taps = self.model.forward_intermediates(x, self._taps, pool=True)
+        scores = self.detector.score_features({t: v.float().cpu().numpy() for t, v in taps.items()})
         e = emb.float().cpu().numpy()
         return [Analysis(e[i], float(scores[i])) for i in range(len(chips))]
 
