@@ -104,7 +104,8 @@ class RunContext:
         kwargs = dict(m.options)
         if m.weights is not None:
             kwargs["weights"] = m.weights
-        return create_model(m.name, **kwargs).to(self.device).eval()
+        model = create_model(m.name, **kwargs).to(self.device).eval()
+        return model.set_memory_format(m.memory_format) if hasattr(model, "set_memory_format") else model
 
     @cached_property
     def dataset(self) -> Any:
