@@ -9,8 +9,10 @@ depend on the values) at several batch sizes, times the two operations in each v
   (``--compile``; compiling takes minutes per shape on 2 cores, so it is opt-in);
 
 each at every torch thread count of ``--threads``.  Variants are interleaved within each
-repeat (machine load hits them alike); the figure is the median over ``--repeats`` of the
-seconds per call.  Ratios are ``nchw / variant`` at the same thread count (> 1 = faster), and
+repeat (machine load hits them alike); the figures are the medians over ``--repeats`` of the
+wall seconds and of the CPU seconds (``time.process_time``) per call.  On a machine shared
+with other jobs, CPU time at one thread is the steadier measure of the work done; wall time
+with 2 threads there mostly measures the waiting for the other jobs.  Ratios are ``nchw / variant`` at the same thread count (> 1 = faster), and
 ``max_diff`` the largest difference of embeddings and input gradients from ``nchw``.
 
     python benchmarks/bench_floor.py [--models dlib senet] [--batches 1 16 32]
@@ -104,21 +106,27 @@ def main() -> None:
                     one = time.perf_counter() - t
                     calls[vname] = max(1, round(args.min_seconds / max(one, 1e-6)))
                 times: dict[str, list[float]] = {f"{v}@{th}": [] for v in variants for th in args.threads}
+                cpu: dict[str, list[float]] = {k: [] for k in times}
                 for _ in range(args.repeats):
                     for th in args.threads:
                         torch.set_num_threads(th)
                         for vname, m in variants.items():
-                            t = time.perf_counter()
+                            t, c = time.perf_counter(), time.process_time()
                             for _ in range(calls[vname]):
                                 op(m, x)
+                            cpu[f"{vname}@{th}"].append((time.process_time() - c) / calls[vname])
                             times[f"{vname}@{th}"].append((time.perf_counter() - t) / calls[vname])
                 med = {k: statistics.median(v) for k, v in times.items()}
+                med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
                 ratios = {k: med[f"nchw@{k.split('@')[1]}"] / v for k, v in med.items()}
+                ratios_cpu = {k: med_cpu[f"nchw@{k.split('@')[1]}"] / v for k, v in med_cpu.items()}
                 row = {"model": mname, "batch": batch, "op": opname, "seconds": med, "ratio_vs_nchw": ratios,
-                       "all_seconds": times, "max_diff": diffs, "ref_scale": float(ref.abs().max()),
-                       "first_call_seconds": compile_s}
+                       "cpu_seconds": med_cpu, "cpu_ratio_vs_nchw": ratios_cpu,
+                       "all_seconds": times, "all_cpu_seconds": cpu, "max_diff": diffs,
+                       "ref_scale": float(ref.abs().max()), "first_call_seconds": compile_s}
                 results.append(row)
-                cells = "  ".join(f"{k} {v * 1e3:8.1f} ms ({ratios[k]:.2f}x)" for k, v in med.items())
+                cells = "  ".join(f"{k} {v * 1e3:8.1f} ms ({ratios[k]:.2f}x, cpu {ratios_cpu[k]:.2f}x)"
+                                  for k, v in med.items())
                 lines.append(f"{mname:<6} b{batch:<3} {opname:<13} {cells}")
                 lines.append(f"{'':<6} {'':<4} {'':<13} max|diff| " +
                              "  ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + f" (scale {row['ref_scale']:.1e})")
