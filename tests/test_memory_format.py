@@ -36,7 +36,9 @@ def _models() -> list[tuple[str, FaceModel, int]]:
 
 @pytest.mark.parametrize("name,model,size", _models(), ids=lambda v: v if isinstance(v, str) else "")
 def test_channels_last_equals_nchw_to_float_tolerance(name, model, size):
-    assert model.memory_format == "channels_last"  # the default
+    # the defaults: channels-last where it measured >= 1.2x faster, NCHW for SE-ResNet-50
+    assert model.memory_format == ("contiguous" if name == "senet" else "channels_last")
+    model.set_memory_format("channels_last")
     x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1)) * 255
     emb_cl, g_cl = _forward_grad(model, x)
     weight4 = next(p for p in model.parameters() if p.ndim == 4)
@@ -80,6 +82,6 @@ def test_experiment_config_turns_it_off():
 
     path = Path(__file__).parents[1] / "configs" / "demo.yaml"
     cfg = load_config(path, {"model.memory_format": "contiguous"})
-    assert cfg.model.memory_format == "contiguous" and load_config(path).model.memory_format == "channels_last"
+    assert cfg.model.memory_format == "contiguous" and load_config(path).model.memory_format is None
     # speed only: the features stage's fingerprint does not change with it
     assert section_hash({"model": cfg.model}) == section_hash({"model": load_config(path).model})

@@ -105,7 +105,9 @@ class RunContext:
         if m.weights is not None:
             kwargs["weights"] = m.weights
         model = create_model(m.name, **kwargs).to(self.device).eval()
-        return model.set_memory_format(m.memory_format) if hasattr(model, "set_memory_format") else model
+        if m.memory_format is not None and hasattr(model, "set_memory_format"):
+            model.set_memory_format(m.memory_format)
+        return model
 
     @cached_property
     def dataset(self) -> Any:
