@@ -134,12 +134,16 @@ def _templates(m, imgs):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize("targeted", [True, False])
-def test_batched_attack_equals_one_at_a_time_exactly_when_evaluations_agree(faces, targeted):
+def test_batched_attack_equals_one_at_a_time_exactly_when_evaluations_agree(faces, targeted, monkeypatch):
     """With bit-identical evaluations the lockstep solver walks every image's path exactly:
     the same iterations, evaluations, losses and adversarials, also for runs that never succeed."""
     m = RowWiseFace(0)
     templates, x, y = _templates(m, faces)
     crit = TargetedMisclassification((y + 1) % 6) if targeted else Misclassification(y)
+    if not targeted:  # lockstep groups of at most 4 images: 4 + 2 here
+        import frad.attacks.deep_features as df
+
+        monkeypatch.setattr(df, "LOCKSTEP_MAX", 4)
     for delta in (2.0, 10.0):  # 2: nobody succeeds (runs to the limit); 10: most succeed early
         one = DeepFeaturesAttack(batched=False, max_iterations=60)(m, x, crit, epsilons=delta, templates=templates)
         many = DeepFeaturesAttack(batched=True, max_iterations=60)(m, x, crit, epsilons=delta, templates=templates)
