@@ -6,7 +6,13 @@ the floor: the attack's own count of network evaluations x the time of one forwa
 input gradient at batch 1 (what SciPy's L-BFGS-B asks for), divided over the workers; the
 ratio is the overhead of L-BFGS-B, the k-NN checks and the worker processes.
 
-    python benchmarks/bench_deep_features.py --lfw-dir DIR [--n 8] [--delta 5] [--workers 1 2] [--json]
+    python benchmarks/bench_deep_features.py --lfw-dir DIR [--n 8] [--delta 5] [--workers 1 2]
+        [--solvers batched one-at-a-time] [--repeats 1] [--json]
+
+``--solvers`` compares the lockstep solver that shares one batched network pass per step
+(``batched``, the default since issue 16) with SciPy's ``minimize`` one image at a time
+(``one-at-a-time``, the solver before), interleaved per repeat; it also reports whether
+both give every image the same success and iterations, and how far their adversarials differ.
 
 Without --lfw-dir it uses random pixels and random templates (timings only; success is then
 meaningless).
@@ -15,6 +21,7 @@ meaningless).
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -54,6 +61,10 @@ def main() -> None:
     ap.add_argument("--max-iterations", type=int, default=700)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's)")
+    ap.add_argument("--solvers", nargs="+", default=["batched", "one-at-a-time"], choices=["batched", "one-at-a-time"])
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median time)")
+    ap.add_argument("--control", action="store_true",
+                    help="also rerun one-at-a-time in NCHW: how far float rounding alone moves the adversarials")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -84,28 +95,83 @@ def main() -> None:
         torch.autograd.grad(model(xx).pow(2).sum(), xx)
     t_eval = (time.perf_counter() - t) / reps
 
-    results = {}
+    results: dict = {}
     lines = [f"{args.n} images, delta {args.delta}, one evaluation (batch 1) = {t_eval * 1e3:.0f} ms, "
-             f"{torch.get_num_threads()} threads in this process"]
-    for w in args.workers:
-        for targeted in (True, False):
+             f"{torch.get_num_threads()} threads in this process; median of {args.repeats}"]
+    keys = [(w, targeted, solver) for w in args.workers for targeted in (True, False) for solver in args.solvers]
+    secs: dict[str, list[float]] = {}
+    outs: dict[str, object] = {}
+    for _ in range(args.repeats):
+        for w, targeted, solver in keys:
             crit = TargetedMisclassification(targets) if targeted else Misclassification(y)
-            with DeepFeaturesAttack(max_iterations=args.max_iterations, workers=w) as attack:
+            key = f"{solver}-workers{w}-{'T' if targeted else 'U'}"
+            with DeepFeaturesAttack(max_iterations=args.max_iterations, workers=w,
+                                    batched=solver == "batched") as attack:
                 t = time.perf_counter()
-                res = attack(model, x, crit, epsilons=args.delta, templates=templates)
-                sec = time.perf_counter() - t
-            evals = int(res.evaluations.sum())
-            floor = evals * t_eval / w
-            key = f"workers{w}-{'T' if targeted else 'U'}"
-            results[key] = {
-                "seconds_per_image": sec / args.n, "success": float(res.success.float().mean()),
-                "mean_iterations": float(res.iterations.float().mean()), "evaluations": evals,
-                "floor_seconds": floor, "over_floor": sec / floor if floor else float("nan"),
-                "changed_share_above_5": float(res.changed_share.mean()),
-            }
-            r = results[key]
-            lines.append(f"  {key:<12} {r['seconds_per_image']:7.2f} s/image  success {r['success']:.0%}  "
-                         f"iterations {r['mean_iterations']:.1f}  {r['over_floor']:.2f}x the floor")
+                outs[key] = attack(model, x, crit, epsilons=args.delta, templates=templates)
+                secs.setdefault(key, []).append(time.perf_counter() - t)
+    for w, targeted, solver in keys:
+        key = f"{solver}-workers{w}-{'T' if targeted else 'U'}"
+        res = outs[key]
+        sec = statistics.median(secs[key])
+        evals = int(res.evaluations.sum())
+        floor = evals * t_eval / w
+        results[key] = {
+            "seconds_per_image": sec / args.n, "images_per_second": args.n / sec,
+            "all_seconds": secs[key], "success": float(res.success.float().mean()),
+            "mean_iterations": float(res.iterations.float().mean()), "evaluations": evals,
+            "floor_seconds": floor, "over_floor": sec / floor if floor else float("nan"),
+            "changed_share_above_5": float(res.changed_share.mean()),
+        }
+        r = results[key]
+        lines.append(f"  {key:<28} {r['seconds_per_image']:7.3f} s/image ({r['images_per_second']:.2f} images/s)  "
+                     f"success {r['success']:.0%}  iterations {r['mean_iterations']:.2f}  "
+                     f"evaluations {evals}")
+    comparisons = {}
+    if len(args.solvers) == 2:
+        for w in args.workers:
+            for tag in ("T", "U"):
+                a, b = outs[f"batched-workers{w}-{tag}"], outs[f"one-at-a-time-workers{w}-{tag}"]
+                ka, kb = f"batched-workers{w}-{tag}", f"one-at-a-time-workers{w}-{tag}"
+                both = a.success[0] & b.success[0]
+                c = {
+                    "speedup_images_per_second": results[ka]["images_per_second"] / results[kb]["images_per_second"],
+                    "same_success_per_image": bool(torch.equal(a.success, b.success)),
+                    "same_iterations_per_image": bool(torch.equal(a.iterations, b.iterations)),
+                    "images_with_other_iterations": int((a.iterations != b.iterations).sum()),
+                    "max_adversarial_diff_where_both_succeed": float(
+                        (a.clipped[0][both] - b.clipped[0][both]).abs().max()) if both.any() else float("nan"),
+                    "mean_adversarial_diff_where_both_succeed": float(
+                        (a.clipped[0][both] - b.clipped[0][both]).abs().mean()) if both.any() else float("nan"),
+                }
+                if args.control and w == args.workers[0]:
+                    # the same one-at-a-time solver, only the float rounding of the network changed
+                    # (NCHW instead of channels-last): how far rounding alone moves an adversarial
+                    crit = TargetedMisclassification(targets) if tag == "T" else Misclassification(y)
+                    model.set_memory_format("contiguous")
+                    try:
+                        r = DeepFeaturesAttack(max_iterations=args.max_iterations, workers=1, batched=False)(
+                            model, x, crit, epsilons=args.delta, templates=templates)
+                    finally:
+                        model.set_memory_format("channels_last")
+                    both2 = r.success[0] & b.success[0]
+                    c["control_nchw_vs_channels_last_one_at_a_time"] = {
+                        "same_iterations_per_image": bool(torch.equal(r.iterations, b.iterations)),
+                        "max_adversarial_diff": float((r.clipped[0][both2] - b.clipped[0][both2]).abs().max()),
+                        "mean_adversarial_diff": float((r.clipped[0][both2] - b.clipped[0][both2]).abs().mean()),
+                    }
+                comparisons[f"workers{w}-{tag}"] = c
+                lines.append(f"  batched / one-at-a-time, workers {w}, {tag}: {c['speedup_images_per_second']:.2f}x "
+                             f"images/s; same success {c['same_success_per_image']}, same iterations "
+                             f"{c['same_iterations_per_image']} ({c['images_with_other_iterations']} differ), "
+                             f"|adv diff| max {c['max_adversarial_diff_where_both_succeed']:.2e} mean "
+                             f"{c['mean_adversarial_diff_where_both_succeed']:.2e} grey levels")
+                if "control_nchw_vs_channels_last_one_at_a_time" in c:
+                    cc = c["control_nchw_vs_channels_last_one_at_a_time"]
+                    lines.append(f"    control, one-at-a-time NCHW vs channels-last: same iterations "
+                                 f"{cc['same_iterations_per_image']}, |adv diff| max {cc['max_adversarial_diff']:.2e} "
+                                 f"mean {cc['mean_adversarial_diff']:.2e}")
+    results["comparisons"] = comparisons
     report({"settings": vars(args), "eval_seconds": t_eval, "results": results}, "\n".join(lines), args.json)
 
 

@@ -3,6 +3,8 @@ box, the Figure 9 statistics, guide images and taps, worker processes."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -144,12 +146,15 @@ def test_cosine_metric_follows_the_model(setup):
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_same_result(setup):
+@pytest.mark.parametrize("batched", [False, True])
+def test_worker_processes_give_the_same_result(setup, batched):
     m, x, y, templates = setup
+    if batched:  # workers batch their own share: float64 keeps batch-size rounding out of the comparison
+        m = copy.deepcopy(m).double()
     t = (y + 2) % 6
-    one = DeepFeaturesAttack(max_iterations=50, workers=1)(m, x, TargetedMisclassification(t), epsilons=8.0,
-                                                         templates=templates)
-    with DeepFeaturesAttack(max_iterations=50, workers=2, threads_per_worker=1) as attack:
+    one = DeepFeaturesAttack(max_iterations=50, workers=1, batched=batched)(
+        m, x, TargetedMisclassification(t), epsilons=8.0, templates=templates)
+    with DeepFeaturesAttack(max_iterations=50, workers=2, threads_per_worker=1, batched=batched) as attack:
         two = attack(m, x, TargetedMisclassification(t), epsilons=8.0, templates=templates)
         again = attack(m, x[:3], TargetedMisclassification(t[:3]), epsilons=8.0, templates=templates)
         assert attack._pool is not None  # kept across calls inside the context

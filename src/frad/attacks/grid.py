@@ -28,7 +28,7 @@ __all__ = ["AttackSpec", "RunConfig", "paper_grid", "draw_targets", "EXECUTION_P
 _TOP_KEYS = ("attacks", "seed", "shard_size", "batch_size", "quantise")
 #: Parameters that change how fast an attack runs, never its result: left out of the
 #: settings a resumed run must match, and out of the result tables.
-EXECUTION_PARAMS = frozenset({"workers", "threads_per_worker"})
+EXECUTION_PARAMS = frozenset({"workers", "threads_per_worker", "batched"})
 _SPEC_KEYS = ("attack", "targeted", "epsilon", "name")
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,9 +29,18 @@ __all__ = [
     "embed_images",
     "module_device",
     "module_fingerprint",
+    "MemoryFormat",
+    "MEMORY_FORMATS",
 ]
 
 EMBEDDING = "embedding"
+
+#: How a :class:`FaceModel` lays out its convolution weights and activations internally.
+#: ``channels_last`` (NHWC) is faster on CPUs (benchmarks/bench_floor.py); ``contiguous``
+#: is PyTorch's default NCHW.  Pixels, gradients and returned maps are NCHW either way.
+MemoryFormat = Literal["channels_last", "contiguous"]
+MEMORY_FORMATS: tuple[str, ...] = ("channels_last", "contiguous")
+DEFAULT_MEMORY_FORMAT: MemoryFormat = "channels_last"
 
 
 @dataclass(frozen=True)
@@ -179,16 +188,75 @@ class PixelPreprocess(nn.Module):
         return x
 
 
+class _ToChannelsLast(torch.autograd.Function):
+    """NCHW -> channels-last copy whose backward hands the gradient back in NCHW layout,
+    so callers of a channels-last model see the same strides as with a default one."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.contiguous()
+
+
+def _to_channels_last(x: Tensor) -> Tensor:
+    if x.ndim != 4 or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return _ToChannelsLast.apply(x) if x.requires_grad else x.contiguous(memory_format=torch.channels_last)
+
+
 class FaceModel(nn.Module):
     """Base class: pixels in [0, 255] -> embedding, with named taps from the same pass.
 
     Subclasses set ``info``, ``feature_info`` (one :class:`TapInfo` per tap, input side first,
     ``embedding`` last) and ``preprocess``, and implement :meth:`_features`.
+
+    Internally the network runs in :attr:`memory_format` (default ``channels_last``, faster on
+    CPUs; see :meth:`set_memory_format`); inputs, returned maps and input gradients stay NCHW.
     """
 
     info: ModelInfo
     feature_info: list[TapInfo]
     preprocess: nn.Module
+    _memory_format: MemoryFormat = DEFAULT_MEMORY_FORMAT
+    _weights_format: str | None = None  # the layout the 4-d weights were last converted to
+
+    @property
+    def memory_format(self) -> MemoryFormat:
+        """The internal layout: ``channels_last`` (NHWC, default) or ``contiguous`` (NCHW)."""
+        return self._memory_format
+
+    def set_memory_format(self, memory_format: MemoryFormat) -> FaceModel:
+        """Run the network in ``memory_format`` from now on (results equal to float tolerance).
+
+        Returns ``self``.  ``contiguous`` turns the channels-last speed-up off.
+        """
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+        self._memory_format = memory_format
+        self._apply_memory_format()
+        return self
+
+    def _apply_memory_format(self) -> None:
+        fmt = torch.channels_last if self._memory_format == "channels_last" else torch.contiguous_format
+        with torch.no_grad():
+            for p in (*self.parameters(), *self.buffers()):
+                if p.ndim == 4 and not p.is_contiguous(memory_format=fmt):
+                    p.data = p.data.contiguous(memory_format=fmt)
+        self._weights_format = self._memory_format
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._weights_format = None  # an unpickled copy re-checks its weights' layout on first use
+
+    def _network_input(self, pixels: Tensor) -> Tensor:
+        """Preprocessed pixels in the layout the network runs in (weights converted on first use)."""
+        if self._weights_format != self._memory_format:
+            self._apply_memory_format()
+        x = self.preprocess(pixels)
+        return _to_channels_last(x) if self._memory_format == "channels_last" else x
 
     @property
     def tap_names(self) -> list[str]:
@@ -228,19 +296,19 @@ class FaceModel(nn.Module):
         """Return ``(embedding, {tap: output})`` from one pass; ``pool`` averages maps to vectors."""
         check_pixels(pixels)
         names = self.resolve_taps(taps)
-        emb, out = self._features(self.preprocess(pixels), set(names))
+        emb, out = self._features(self._network_input(pixels), set(names))
         result: dict[str, Tensor] = {}
         for n in names:
             t = emb if n == EMBEDDING else out[n]
-            if pool and t.ndim == 4:
-                t = t.mean(dim=(2, 3))
+            if t.ndim == 4:
+                t = t.mean(dim=(2, 3)) if pool else t.contiguous()
             result[n] = t
         return emb, result
 
     def forward(self, pixels: Tensor) -> Tensor:
         """The embedding of RGB pixels in [0, 255]."""
         check_pixels(pixels)
-        return self._features(self.preprocess(pixels), set())[0]
+        return self._features(self._network_input(pixels), set())[0]
 
     def fingerprint(self) -> str:
         """A stable hash of weights and preprocessing: a cache key that changes with either."""

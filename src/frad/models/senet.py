@@ -123,8 +123,12 @@ class SENet50(FaceModel):
     """senet50_ft: RGB pixels in [0, 255] -> 2048-d pooled feature, with 16 block taps and logits.
 
     ``num_classes`` sizes the classifier ``fc`` (8631 for VGGFace2; 0 = no classifier and no
-    ``logits`` tap).  Random weights until loaded (see :func:`load_senet50`).
+    ``logits`` tap).  Random weights until loaded (see :func:`load_senet50`).  Runs in NCHW
+    by default: channels-last measured only 1.03-1.19x faster (batch 1 and 16) on a 2-core CPU
+    (``set_memory_format("channels_last")`` turns it on).
     """
+
+    _memory_format = "contiguous"
 
     def __init__(
         self,

@@ -83,6 +83,8 @@ class ModelConfig:
     weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
+    # speed only, never results: repr=False keeps it out of the features stage's fingerprint
+    memory_format: Literal["channels_last", "contiguous"] | None = field(default=None, repr=False)
 
     def check(self, where: str) -> None:
         from ..models.registry import list_models

@@ -159,7 +159,10 @@ class RunContext:
         kwargs = dict(m.options)
         if m.weights is not None:
             kwargs["weights"] = m.weights
-        return create_model(m.name, **kwargs).to(self.device).eval()
+        model = create_model(m.name, **kwargs).to(self.device).eval()
+        if m.memory_format is not None and hasattr(model, "set_memory_format"):
+            model.set_memory_format(m.memory_format)
+        return model
 
     @cached_property
     def dataset(self) -> FaceDataset:
