@@ -64,6 +64,9 @@ class AlignmentSettings:
     padding: float = 0.25
     detector: Literal["hog", "hog+cnn"] = "hog+cnn"
     fallback: Literal["centre", "none"] = "centre"
+    #: 'dlib': dlib's 5-point chips (``get_face_chip``); 'arcface': ArcFace's 5-point template
+    #: from dlib's 68 landmarks (:mod:`frad.data.arcface`; ``padding`` is unused)
+    template: Literal["dlib", "arcface"] = "dlib"
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -74,20 +77,29 @@ class AlignmentSettings:
             raise ConfigError(f"alignment detector must be 'hog' or 'hog+cnn', got {self.detector!r}")
         if self.fallback not in ("centre", "none"):
             raise ConfigError(f"alignment fallback must be 'centre' or 'none', got {self.fallback!r}")
+        if self.template not in ("dlib", "arcface"):
+            raise ConfigError(f"alignment template must be 'dlib' or 'arcface', got {self.template!r}")
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "v": _CACHE_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if self.template == "dlib":  # keeps the keys (and caches) of dlib chips from before templates existed
+            del fields["template"]
+        blob = json.dumps({**fields, "v": _CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 #: Chip geometry per ``ModelInfo.alignment``.  dlib's chips are what its network was trained on;
 #: for VGGFace2's loose crops a larger padding approximates their framing (face ~55% of the side).
 _ALIGNMENT_PADDING = {"dlib-5pt-150-pad0.25": 0.25, "vggface2-loose-crop": 0.4}
+#: Alignments cut with another template than dlib's (padding unused for them).
+_ALIGNMENT_TEMPLATE = {"arcface-5pt-112": "arcface"}
 
 
 def alignment_for(alignment: str, input_size: tuple[int, int]) -> dict[str, object] | None:
     """Keyword arguments for :func:`align_images` that suit a model, or None when the model
     takes whole images (its ``alignment`` is 'none' or unknown) and resizes them itself."""
+    if alignment in _ALIGNMENT_TEMPLATE:
+        return {"size": int(input_size[0]), "padding": 0.0, "template": _ALIGNMENT_TEMPLATE[alignment]}
     padding = _ALIGNMENT_PADDING.get(alignment)
     if padding is None:
         return None
@@ -128,6 +140,16 @@ class FaceAligner:
         self._hog = None
         self._cnn = None
         self._sp = None
+        self._sp68 = None
+
+    def _landmarks68(self):  # noqa: ANN202 - dlib type
+        import dlib
+
+        from ..models.dlib_resnet import find_models_file
+
+        if self._sp68 is None:
+            self._sp68 = dlib.shape_predictor(str(find_models_file("shape_predictor_68_face_landmarks.dat")))
+        return self._sp68
 
     def _load(self) -> None:
         import dlib
@@ -178,6 +200,13 @@ class FaceAligner:
             return None, method, 0
         h, w = img.shape[:2]
         rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        if self.settings.template == "arcface":
+            from .arcface import arcface_chip
+
+            shape = self._landmarks68()(img, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            chip, _ = arcface_chip(img, pts, self.settings.size)
+            return chip, method, (len(rects) if method != "fallback" else 0)
         shape = self._sp(img, rect)
         chip = dlib.get_face_chip(img, shape, size=self.settings.size, padding=self.settings.padding)
         n = len(rects) if method != "fallback" else 0
@@ -259,6 +288,7 @@ def align_images(
     cache: bool | str | os.PathLike[str] = True,
     workers: int | None = None,
     desc: str = "aligning faces",
+    template: Literal["dlib", "arcface"] = "dlib",
 ) -> AlignmentResult:
     """Align every image in ``paths`` to a ``size`` x ``size`` dlib face chip.
 
@@ -266,7 +296,7 @@ def align_images(
     per CPU, at most 4) and cached one by one.  Undecodable files are reported in ``errors``
     (method 'error'), never fatal.
     """
-    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback)
+    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback, template=template)
     root = _cache_root(settings, cache)
     paths = [Path(p) for p in paths]
     n = len(paths)
