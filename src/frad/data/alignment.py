@@ -190,6 +190,27 @@ class FaceAligner:
             return [r], "fallback"
         return [], "none"
 
+    def chip_transform(self, img: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """The 2 x 3 image->chip similarity transform :meth:`align` uses for ``img`` (pixel centres
+        at integer coordinates), and the detection method; ``(None, method)`` without a face.
+        Used to carry a perturbation from one model's chip into another's (transfer attacks)."""
+        import dlib
+
+        from .arcface import ARCFACE_TEMPLATE, five_points_from_68, umeyama
+
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        rects, method = self.detect(img)
+        if not rects:
+            return None, method
+        h, w = img.shape[:2]
+        rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        if self.settings.template == "arcface":
+            shape = self._landmarks68()(img, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            return umeyama(five_points_from_68(pts), ARCFACE_TEMPLATE * (self.settings.size / 112.0)), method
+        d = dlib.get_face_chip_details(self._sp(img, rect), size=self.settings.size, padding=self.settings.padding)
+        return dlib_chip_transform(d), method
+
     def align(self, img: np.ndarray) -> tuple[np.ndarray | None, str, int]:
         """``(chip or None, method, number of faces found)`` for one RGB uint8 image."""
         import dlib
@@ -211,6 +232,25 @@ class FaceAligner:
         chip = dlib.get_face_chip(img, shape, size=self.settings.size, padding=self.settings.padding)
         n = len(rects) if method != "fallback" else 0
         return np.asarray(chip, dtype=np.uint8), method, n
+
+
+def dlib_chip_transform(details: object) -> np.ndarray:
+    """dlib's ``get_mapping_to_chip`` for a ``chip_details``: the similarity transform that takes
+    the rect's corners, rotated by ``angle`` about its centre, to the chip's corners."""
+    from .arcface import umeyama
+
+    r, a = details.rect, float(details.angle)  # type: ignore[attr-defined]
+    cx, cy = (r.left() + r.right()) / 2.0, (r.top() + r.bottom()) / 2.0
+    c, s = np.cos(a), np.sin(a)
+
+    def rot(x: float, y: float) -> tuple[float, float]:
+        dx, dy = x - cx, y - cy
+        return cx + c * dx - s * dy, cy + s * dx + c * dy
+
+    rows, cols = int(details.rows), int(details.cols)  # type: ignore[attr-defined]
+    src = np.array([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
+    dst = np.array([[0.0, 0.0], [cols - 1.0, 0.0], [cols - 1.0, rows - 1.0]])
+    return umeyama(src, dst)
 
 
 # ------------------------------------------------------------------ cache

@@ -462,10 +462,11 @@ class TFJSGraphModule(nn.Module):
                 self._key[n.name] = key
                 self.convs[key] = _Conv(n, kernel, bias, "Depthwise" in n.op, src)
         for n in self._order:
-            if n.op == "Const" and n.name not in used_by_conv:
+            if n.op == "Const":  # kernels and biases stay available as taps (not saved twice)
                 key = f"c{len(self._consts)}"
                 self._consts[n.name] = key
-                self.register_buffer(key, torch.from_numpy(np.array(graph.weights[n.name])), persistent=True)
+                self.register_buffer(key, torch.from_numpy(np.array(graph.weights[n.name])),
+                                     persistent=n.name not in used_by_conv)
         self._int_consts = {n: graph.weights[n] for n in self._consts if graph.weights[n].dtype.kind == "i"}
         for n in self._order:
             self._rank[n.name] = self._infer_rank(n)

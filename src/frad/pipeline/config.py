@@ -35,6 +35,7 @@ __all__ = [
     "DetectionConfig",
     "ScenariosConfig",
     "ReportConfig",
+    "TransferConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -270,6 +271,21 @@ class ReportConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Further networks on which the run's adversarials are scored (the ``transfer`` stage)."""
+
+    models: list[ModelConfig] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        names = [m.name for m in self.models]
+        for i, m in enumerate(self.models):
+            m.check(f"{where}.models[{i}]")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.models: a network is named twice ({names})")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     description: str | None = None
@@ -286,6 +302,7 @@ class ExperimentConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def check(self) -> None:
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
@@ -304,6 +321,8 @@ class ExperimentConfig:
             sec = getattr(self, f.name)
             if dataclasses.is_dataclass(sec):
                 sec.check(f.name)
+        if self.model.name in [m.name for m in self.transfer.models]:
+            raise ConfigError(f"transfer.models: {self.model.name!r} is the run's own network (scored anyway as the reference)")
         need = self.split.images_needed
         if self.data.min_images is not None and self.data.min_images < need:
             raise ConfigError(

@@ -174,6 +174,9 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
                                              "rows": [[r[c] for c in t["columns"]] for r in t["rows"]],
                                              "formats": ["", "pct1", ".3f", "pct1"]}
     tables["orderings"] = _orderings(det.get("orderings", {}))
+    from .transfer import transfer_tables
+
+    tables.update(transfer_tables(ctx))
 
     figures: dict[str, Any] = {}
     data_for = {
@@ -196,7 +199,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
 
     stages = {}
     for name in ("data", "features", "classifier", "recognition", "attacks", "deep_features", "trajectories",
-                 "detectors", "scenarios", "report"):
+                 "detectors", "scenarios", "transfer", "report"):
         p = ctx.run_dir / "stages" / f"{name}.json"
         if p.is_file():
             r = read_json(p)

@@ -2,7 +2,7 @@
 writes its outputs into the run folder and returns a JSON-able summary for its record.
 
 data -> features -> classifier -> recognition -> attacks -> deep_features -> trajectories
--> detectors -> scenarios -> report
+-> detectors -> scenarios -> transfer -> report
 """
 
 from __future__ import annotations
@@ -463,6 +463,12 @@ def run_report(ctx: RunContext) -> dict[str, Any]:
             "tables": list(results["tables"]), "figures": list(results["figures"])}
 
 
+def _run_transfer(ctx: RunContext) -> dict[str, Any]:
+    from .transfer import run_transfer
+
+    return run_transfer(ctx)
+
+
 # ---------------------------------------------------------------------------- the list
 def _s(*names: str) -> Callable[[ExperimentConfig], Any]:
     """The config sections a stage reads (they make its input fingerprint)."""
@@ -483,7 +489,9 @@ STAGES: list[Stage] = [
     Stage("trajectories", "representatives and trajectories", ("attacks", "deep_features"), _s(), run_trajectories),
     Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
-    Stage("report", "report", ("detectors", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
+    Stage("transfer", "transfer to further networks", ("recognition", "attacks", "deep_features"),
+          _s("transfer", "recognition", "seed"), lambda ctx: _run_transfer(ctx)),
+    Stage("report", "report", ("detectors", "scenarios", "transfer"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),
 ]
 
