@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..errors import WeightsError
@@ -154,7 +155,8 @@ class MobileFaceNet(FaceModel):
         self.preprocess = PixelPreprocess(Preprocessing(mean=(127.5, 127.5, 127.5), scale=1 / 128))
         self.repair = report
         taps, self._tap_nodes = [], {}
-        names = self.graph_module.node_names
+        by = graph.by_name
+        names = [n for n in self.graph_module.node_names if by[n].op != "Const"]  # in execution order
         blocks: list[str] = []
         for n in names:
             m = _BLOCK.search(n)
@@ -162,17 +164,23 @@ class MobileFaceNet(FaceModel):
                 blocks.append(m.group(1))
         if len(blocks) != 15:
             raise WeightsError(f"{graph.source}: found {len(blocks)} inverted-residual blocks, expected MobileFaceNet's 15")
-        by = graph.by_name
-        reduction = {"Conv2d_2": 2, "Conv2d_3": 4, "Conv2d_4": 4, "Conv2d_5": 8, "Conv2d_6": 8}
+        nodes_of: dict[str, str] = {}
         for k, b in enumerate(blocks, 1):
             prefix = next(n for n in names if f"/{b}/" in n).split(f"/{b}/")[0] + f"/{b}/"
-            node = prefix + "Add" if prefix + "Add" in by else prefix + "Conv_1/BatchNorm/FusedBatchNorm"
-            if node not in by:
+            nodes_of[f"block{k}"] = prefix + "Add" if prefix + "Add" in by else prefix + "Conv_1/BatchNorm/FusedBatchNorm"
+            if nodes_of[f"block{k}"] not in by:
                 raise WeightsError(f"{graph.source}: block {b} has neither an Add nor a Conv_1 output node")
-            kernel = graph.weights[by[prefix + "Conv_1/BatchNorm/FusedBatchNorm"].inputs[1]]
+        with torch.no_grad():  # tap sizes from one pass over a blank input
+            _, probe = self.graph_module.run(torch.zeros(1, 3, 112, 112), set(nodes_of.values()))
+        for k, b in enumerate(blocks, 1):
             name = f"block{k}"
+            node = nodes_of[name]
+            kernel = graph.weights[by[node.rsplit("/", 1)[0] + "/Conv_1/BatchNorm/FusedBatchNorm" if node.endswith("/Add") else node].inputs[1]]
             self._tap_nodes[name] = node
-            taps.append(TapInfo(name, int(kernel.shape[-1]), reduction[b.split("_Inv")[0]], f"graph_module:{node}"))
+            shape = probe[node].shape
+            if shape[1] != kernel.shape[-1]:
+                raise WeightsError(f"{graph.source}: block {b} outputs {shape[1]} channels, its kernel says {kernel.shape[-1]}")
+            taps.append(TapInfo(name, int(shape[1]), 112 // int(shape[-1]), f"graph_module:{node}"))
         taps.append(TapInfo(EMBEDDING, 192, 112, "graph_module:embeddings"))
         self.feature_info = taps
         self.info = ModelInfo(
@@ -210,6 +218,12 @@ class MobileFaceNet(FaceModel):
         model.info = replace(model.info, weights=str(path), weights_sha256=sha,
                              extra={**model.info.extra, "found": origin})
         return model
+
+    def fingerprint(self) -> str:
+        """Weights, preprocessing and which graph node each tap reads (a cache key)."""
+        from .base import module_fingerprint
+
+        return module_fingerprint(self, self.info.name, repr(sorted(self._tap_nodes.items())))
 
     def _features(self, x: Tensor, wanted: set[str]) -> tuple[Tensor, dict[str, Tensor]]:
         nodes = {self._tap_nodes[t] for t in wanted if t in self._tap_nodes}

@@ -470,6 +470,43 @@ class TFJSGraphModule(nn.Module):
         self._int_consts = {n: graph.weights[n] for n in self._consts if graph.weights[n].dtype.kind == "i"}
         for n in self._order:
             self._rank[n.name] = self._infer_rank(n)
+        self._prelu = self._find_prelu(graph)
+
+    def _find_prelu(self, graph: TFJSGraph) -> dict[str, tuple[str, str, frozenset[str]]]:
+        """``Add(Relu(x), Mul(Sub(x, Abs(x)), c))`` -> PReLU(x, 2c), when its inner nodes feed nothing else.
+
+        Exact: for x < 0 it is c * 2x = 2c * x (doubling is exact in floating point), for x >= 0
+        it is x.  Run as one ``F.prelu`` unless one of the inner nodes is asked for as a tap.
+        """
+        by, cons = graph.by_name, graph.consumers()
+        out: dict[str, tuple[str, str, frozenset[str]]] = {}
+        for add in self._order:
+            if add.op not in ("Add", "AddV2") or len(add.inputs) != 2:
+                continue
+            relu, mul = (by.get(_input_name(i)) for i in add.inputs)
+            if relu is None or mul is None or relu.op != "Relu" or mul.op != "Mul":
+                relu, mul = mul, relu
+            if relu is None or mul is None or relu.op != "Relu" or mul.op != "Mul":
+                continue
+            x = _input_name(relu.inputs[0])
+            m_in = [_input_name(i) for i in mul.inputs]
+            sub = next((by[i] for i in m_in if by[i].op == "Sub"), None)
+            c = next((i for i in m_in if i in self._consts and by[i].op == "Const"), None)
+            if sub is None or c is None or [_input_name(i) for i in sub.inputs][0] != x:
+                continue
+            ab = by[_input_name(sub.inputs[1])]
+            if ab.op != "Abs" or _input_name(ab.inputs[0]) != x:
+                continue
+            const = getattr(self, self._consts[c])
+            if self._rank.get(x) != 4 or const.ndim > 1:
+                continue
+            inner = {relu.name: [add.name], mul.name: [add.name], sub.name: [mul.name], ab.name: [sub.name]}
+            if any(sorted(cons.get(k, [])) != v for k, v in inner.items()):
+                continue
+            key = f"p{len(out)}"
+            self.register_buffer(key, (2 * const).reshape(-1).clone(), persistent=False)
+            out[add.name] = (x, key, frozenset(inner))
+        return out
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -546,11 +583,16 @@ class TFJSGraphModule(nn.Module):
         if missing:
             raise KeyError(f"{self.source}: no node(s) {sorted(missing)}")
         values: dict[str, Tensor] = {self.input_name: x}
+        fused = {a: v for a, v in self._prelu.items() if not (v[2] & wanted)}
+        skip = set().union(*(v[2] for v in fused.values())) if fused else set()
         for n in self._order:
             op = n.op
-            if op in ("Const", "Placeholder"):
+            if op in ("Const", "Placeholder") or n.name in skip:
                 continue
-            if n.name in self._key:
+            if n.name in fused:
+                src, key, _ = fused[n.name]
+                values[n.name] = F.prelu(values[src], getattr(self, key))
+            elif n.name in self._key:
                 values[n.name] = self.convs[self._key[n.name]](values[_input_name(n.inputs[0])])
             elif op in _UNARY:
                 values[n.name] = _UNARY[op](self._value(n.inputs[0], values, 0))

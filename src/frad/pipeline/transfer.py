@@ -181,9 +181,9 @@ def run_transfer(ctx: RunContext) -> dict[str, Any]:
                     label = aname if kind == "classifier" else aname.replace(f"-{'T' if setting == 'targeted' else 'U'}-", "-")
                     rows.append({"source": src_name, "target": name, "kind": kind, "attack": label,
                                  "setting": setting, **sc})
-                log.info("transfer %s -> %s, %s: %s", src_name, name, aname, ", ".join(
-                    f"{r['setting']} success {100 * (r['success'] or 0):.1f}%" for r in rows
-                    if r["target"] == name and r["kind"] == kind and r["attack"].startswith(aname[:12])][-2:]))
+                mine = [r for r in rows if r["target"] == name and r["kind"] == kind][-2:]
+                log.info("transfer %s -> %s, %s: %s", src_name, name, aname,
+                         ", ".join(f"{r['setting']} success {100 * (r['success'] or 0):.1f}%" for r in mine))
     out = {"source": src_name, "targets": [m.name for m in t.models], "thresholds": thresholds, "rows": rows}
     write_json(ctx.path("transfer", "transfer.json"), out)
     return {"enabled": True, "targets": out["targets"], "rows": len(rows)}
