@@ -64,6 +64,9 @@ class AlignmentSettings:
     padding: float = 0.25
     detector: Literal["hog", "hog+cnn"] = "hog+cnn"
     fallback: Literal["centre", "none"] = "centre"
+    #: 'dlib': dlib's 5-point chips (``get_face_chip``); 'arcface': ArcFace's 5-point template
+    #: from dlib's 68 landmarks (:mod:`frad.data.arcface`; ``padding`` is unused)
+    template: Literal["dlib", "arcface"] = "dlib"
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -74,20 +77,29 @@ class AlignmentSettings:
             raise ConfigError(f"alignment detector must be 'hog' or 'hog+cnn', got {self.detector!r}")
         if self.fallback not in ("centre", "none"):
             raise ConfigError(f"alignment fallback must be 'centre' or 'none', got {self.fallback!r}")
+        if self.template not in ("dlib", "arcface"):
+            raise ConfigError(f"alignment template must be 'dlib' or 'arcface', got {self.template!r}")
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "v": _CACHE_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if self.template == "dlib":  # keeps the keys (and caches) of dlib chips from before templates existed
+            del fields["template"]
+        blob = json.dumps({**fields, "v": _CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 #: Chip geometry per ``ModelInfo.alignment``.  dlib's chips are what its network was trained on;
 #: for VGGFace2's loose crops a larger padding approximates their framing (face ~55% of the side).
 _ALIGNMENT_PADDING = {"dlib-5pt-150-pad0.25": 0.25, "vggface2-loose-crop": 0.4}
+#: Alignments cut with another template than dlib's (padding unused for them).
+_ALIGNMENT_TEMPLATE = {"arcface-5pt-112": "arcface"}
 
 
 def alignment_for(alignment: str, input_size: tuple[int, int]) -> dict[str, object] | None:
     """Keyword arguments for :func:`align_images` that suit a model, or None when the model
     takes whole images (its ``alignment`` is 'none' or unknown) and resizes them itself."""
+    if alignment in _ALIGNMENT_TEMPLATE:
+        return {"size": int(input_size[0]), "padding": 0.0, "template": _ALIGNMENT_TEMPLATE[alignment]}
     padding = _ALIGNMENT_PADDING.get(alignment)
     if padding is None:
         return None
@@ -128,6 +140,16 @@ class FaceAligner:
         self._hog = None
         self._cnn = None
         self._sp = None
+        self._sp68 = None
+
+    def _landmarks68(self):  # noqa: ANN202 - dlib type
+        import dlib
+
+        from ..models.dlib_resnet import find_models_file
+
+        if self._sp68 is None:
+            self._sp68 = dlib.shape_predictor(str(find_models_file("shape_predictor_68_face_landmarks.dat")))
+        return self._sp68
 
     def _load(self) -> None:
         import dlib
@@ -168,6 +190,27 @@ class FaceAligner:
             return [r], "fallback"
         return [], "none"
 
+    def chip_transform(self, img: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """The 2 x 3 image->chip similarity transform :meth:`align` uses for ``img`` (pixel centres
+        at integer coordinates), and the detection method; ``(None, method)`` without a face.
+        Used to carry a perturbation from one model's chip into another's (transfer attacks)."""
+        import dlib
+
+        from .arcface import ARCFACE_TEMPLATE, five_points_from_68, umeyama
+
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        rects, method = self.detect(img)
+        if not rects:
+            return None, method
+        h, w = img.shape[:2]
+        rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        if self.settings.template == "arcface":
+            shape = self._landmarks68()(img, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            return umeyama(five_points_from_68(pts), ARCFACE_TEMPLATE * (self.settings.size / 112.0)), method
+        d = dlib.get_face_chip_details(self._sp(img, rect), size=self.settings.size, padding=self.settings.padding)
+        return dlib_chip_transform(d), method
+
     def align(self, img: np.ndarray) -> tuple[np.ndarray | None, str, int]:
         """``(chip or None, method, number of faces found)`` for one RGB uint8 image."""
         import dlib
@@ -178,10 +221,36 @@ class FaceAligner:
             return None, method, 0
         h, w = img.shape[:2]
         rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
+        if self.settings.template == "arcface":
+            from .arcface import arcface_chip
+
+            shape = self._landmarks68()(img, rect)
+            pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            chip, _ = arcface_chip(img, pts, self.settings.size)
+            return chip, method, (len(rects) if method != "fallback" else 0)
         shape = self._sp(img, rect)
         chip = dlib.get_face_chip(img, shape, size=self.settings.size, padding=self.settings.padding)
         n = len(rects) if method != "fallback" else 0
         return np.asarray(chip, dtype=np.uint8), method, n
+
+
+def dlib_chip_transform(details: object) -> np.ndarray:
+    """dlib's ``get_mapping_to_chip`` for a ``chip_details``: the similarity transform that takes
+    the rect's corners, rotated by ``angle`` about its centre, to the chip's corners."""
+    from .arcface import umeyama
+
+    r, a = details.rect, float(details.angle)  # type: ignore[attr-defined]
+    cx, cy = (r.left() + r.right()) / 2.0, (r.top() + r.bottom()) / 2.0
+    c, s = np.cos(a), np.sin(a)
+
+    def rot(x: float, y: float) -> tuple[float, float]:
+        dx, dy = x - cx, y - cy
+        return cx + c * dx - s * dy, cy + s * dx + c * dy
+
+    rows, cols = int(details.rows), int(details.cols)  # type: ignore[attr-defined]
+    src = np.array([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
+    dst = np.array([[0.0, 0.0], [cols - 1.0, 0.0], [cols - 1.0, rows - 1.0]])
+    return umeyama(src, dst)
 
 
 # ------------------------------------------------------------------ cache
@@ -259,6 +328,7 @@ def align_images(
     cache: bool | str | os.PathLike[str] = True,
     workers: int | None = None,
     desc: str = "aligning faces",
+    template: Literal["dlib", "arcface"] = "dlib",
 ) -> AlignmentResult:
     """Align every image in ``paths`` to a ``size`` x ``size`` dlib face chip.
 
@@ -266,7 +336,7 @@ def align_images(
     per CPU, at most 4) and cached one by one.  Undecodable files are reported in ``errors``
     (method 'error'), never fatal.
     """
-    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback)
+    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback, template=template)
     root = _cache_root(settings, cache)
     paths = [Path(p) for p in paths]
     n = len(paths)

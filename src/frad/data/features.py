@@ -71,6 +71,13 @@ def _geometry(alignment: str, input_size: tuple[int, int]) -> tuple[int, float]:
     return int(g["size"]), float(g["padding"])  # type: ignore[arg-type]
 
 
+def _template(alignment: str, input_size: tuple[int, int]) -> str:
+    """The chip template ('dlib' or 'arcface') of a model alignment name."""
+    from .alignment import alignment_for
+
+    return str((alignment_for(alignment, input_size) or {}).get("template", "dlib"))
+
+
 def input_preparation(
     model: FaceModel,
     dataset: FaceDataset | None = None,
@@ -100,7 +107,8 @@ def input_preparation(
     size, padding = _geometry(target, (h, w))
     from .alignment import AlignmentSettings
 
-    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback)  # type: ignore[arg-type]
+    settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback,  # type: ignore[arg-type]
+                                 template=_template(target, (h, w)))  # type: ignore[arg-type]
     return {
         "kind": "align",
         "alignment": target,
@@ -170,11 +178,13 @@ def prepare_inputs(
                 fallback=fallback,
                 cache=cache,
                 workers=workers,  # type: ignore[arg-type]
+                template=_template(prep["alignment"], model.info.input_size),  # type: ignore[arg-type]
             )
             return PreparedInputs(res.chips, res.ok, list(res.methods), dict(res.errors))
         from .alignment import AlignmentSettings, FaceAligner
 
-        aligner = FaceAligner(AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback))  # type: ignore[arg-type]
+        aligner = FaceAligner(AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback,  # type: ignore[arg-type]
+                                                template=_template(prep["alignment"], model.info.input_size)))  # type: ignore[arg-type]
         chips = np.zeros((n, size, size, 3), np.uint8)
         methods: list[str] = []
         errors: dict[int, str] = {}

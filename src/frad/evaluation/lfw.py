@@ -114,7 +114,7 @@ def verify_lfw(
         if geometry is None:
             raise ConfigError(
                 f"model {model.info.name!r} declares alignment {model.info.alignment!r}; LFW verification "
-                "needs face chips (dlib-5pt-150-pad0.25 or vggface2-loose-crop)"
+                "needs face chips (dlib-5pt-150-pad0.25, arcface-5pt-112 or vggface2-loose-crop)"
             )
         alignment = align_images([paths[k] for k in keys], detector=detector, **geometry)  # type: ignore[arg-type]
     t1 = time.perf_counter()

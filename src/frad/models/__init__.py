@@ -7,6 +7,8 @@ from .registry import create_model, list_models, register_model
 from .senet import SENet50, load_senet50, senet50_ft
 from .adapter import TappedModel, tap_model
 from .weights import load_mmdnn_weights, load_pickle_weights, restricted_load
+from .tfjs import TFJSGraph, TFJSGraphModule, read_tfjs_graph
+from .mobilefacenet import MobileFaceNet, repair_prelu_fusion
 
 __all__ = [
     "FaceModel",
@@ -30,4 +32,9 @@ __all__ = [
     "restricted_load",
     "load_pickle_weights",
     "load_mmdnn_weights",
+    "TFJSGraph",
+    "TFJSGraphModule",
+    "read_tfjs_graph",
+    "MobileFaceNet",
+    "repair_prelu_fusion",
 ]

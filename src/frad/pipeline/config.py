@@ -38,6 +38,7 @@ __all__ = [
     "BenchmarkConfig",
     "ReportConfig",
     "ChecksConfig",
+    "TransferConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -307,6 +308,21 @@ class ReportConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Further networks on which the run's adversarials are scored (the ``transfer`` stage)."""
+
+    models: list[ModelConfig] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        names = [m.name for m in self.models]
+        for i, m in enumerate(self.models):
+            m.check(f"{where}.models[{i}]")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.models: a network is named twice ({names})")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     description: str | None = None
@@ -326,6 +342,7 @@ class ExperimentConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     @property
     def executor_spec(self) -> ExecutorSpec:
@@ -352,6 +369,8 @@ class ExperimentConfig:
             sec = getattr(self, f.name)
             if dataclasses.is_dataclass(sec):
                 sec.check(f.name)
+        if self.model.name in [m.name for m in self.transfer.models]:
+            raise ConfigError(f"transfer.models: {self.model.name!r} is the run's own network (scored anyway as the reference)")
         need = self.split.images_needed
         if self.data.min_images is not None and self.data.min_images < need:
             raise ConfigError(

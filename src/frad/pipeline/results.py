@@ -222,6 +222,9 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     if bench:  # the detector benchmark (frad.evaluation.benchmark): every detector beside the baselines
         tables.update(bench.get("tables", {}))
         tables["benchmark_goal"] = _benchmark_goal(bench)
+    from .transfer import transfer_tables
+
+    tables.update(transfer_tables(ctx))
 
     figures: dict[str, Any] = {}
     data_for = {
@@ -244,7 +247,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
 
     stages = {}
     for name in ("data", "features", "classifier", "recognition", "attacks", "deep_features", "trajectories",
-                 "detectors", "benchmark", "scenarios", "report"):
+                 "detectors", "benchmark", "scenarios", "transfer", "report"):
         p = ctx.run_dir / "stages" / f"{name}.json"
         if p.is_file():
             r = read_json(p)

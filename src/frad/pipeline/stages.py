@@ -2,7 +2,7 @@
 writes its outputs into the run folder and returns a JSON-able summary for its record.
 
 data -> features -> classifier -> recognition -> attacks -> deep_features -> trajectories
--> detectors -> scenarios -> report
+-> detectors -> scenarios -> transfer -> report
 """
 
 from __future__ import annotations
@@ -554,6 +554,13 @@ def _benchmark(ctx: RunContext) -> dict[str, Any]:
     return run_benchmark_stage(ctx)
 
 
+# ---------------------------------------------------------------------------- 8c. transfer to further networks
+def _run_transfer(ctx: RunContext) -> dict[str, Any]:
+    from .transfer import run_transfer
+
+    return run_transfer(ctx)
+
+
 # ---------------------------------------------------------------------------- the list
 def _s(*names: str) -> Callable[[ExperimentConfig], Any]:
     """The config sections a stage reads (they make its input fingerprint)."""
@@ -577,6 +584,8 @@ STAGES: list[Stage] = [
     Stage("benchmark", "detector benchmark (baselines, uint8)", ("detectors",),
           _s("benchmark", "detection", "seed"), _benchmark, small_models=True),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
-    Stage("report", "report", ("detectors", "benchmark", "scenarios"), lambda cfg: {"report": cfg.report, "name": cfg.name,
+    Stage("transfer", "transfer to further networks", ("recognition", "attacks", "deep_features"),
+          _s("transfer", "recognition", "seed"), _run_transfer),
+    Stage("report", "report", ("detectors", "benchmark", "scenarios", "transfer"), lambda cfg: {"report": cfg.report, "name": cfg.name,
                                                           "description": cfg.description}, run_report),
 ]
