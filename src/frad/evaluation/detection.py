@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,9 +64,10 @@ from ..detection.representatives import KINDS, ClassRepresentatives
 from ..detection.sampling import as_id_array, split_by_source
 from ..detection.trajectories import METRIC_LABELS, compute_trajectories
 from ..errors import ConfigError, DataError, FradError
-from ..utils.io import json_default, write_json
-from ..utils.progress import progress
+from ..utils.io import json_default, to_jsonable, write_json
 from ..utils.metrics import accuracy_at, auc, eer, rank_auc, roc
+from ..utils.ordering import natural_key
+from ..utils.progress import progress
 
 __all__ = [
     "DetectorConfig",
@@ -175,15 +175,10 @@ def _binary_metrics(nat: np.ndarray, adv: np.ndarray) -> tuple[dict[str, Any], d
     return metrics, curve
 
 
-def _natural_key(name: str) -> list[Any]:
-    """Sort key reading numbers as numbers: 'DF-delta5' before 'DF-delta10'."""
-    return [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(re.split(r"(\d+(?:\.\d+)?)", name))]
-
-
 def _ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
     """Unique names: those in ``order`` first, in that order, then the rest in natural order."""
     uniq = list(dict.fromkeys(str(v) for v in values))
-    return [f for f in order if f in uniq] + sorted((f for f in uniq if f not in order), key=_natural_key)
+    return [f for f in order if f in uniq] + sorted((f for f in uniq if f not in order), key=natural_key)
 
 
 def evaluate_scores(
@@ -498,9 +493,9 @@ def run_detection_experiment(
             "random_state": random_state,
             "n_bootstrap": int(n_bootstrap),
             "confidence": float(confidence),
-            "detector_params": _jsonable(detector_params or {}),
-            "arch_params": _jsonable(arch_params or {}),
-            "setting_params": _jsonable(setting_params or {}),
+            "detector_params": to_jsonable(detector_params or {}),
+            "arch_params": to_jsonable(arch_params or {}),
+            "setting_params": to_jsonable(setting_params or {}),
         },
         "data": data,
         "detectors": {s: {} for s in use_settings},
@@ -607,19 +602,6 @@ def _fit_or_resume(
     det = create_detector(config.arch, **params).fit(X, y, groups=groups, source_ids=src)
     det.save(path, metadata={"fingerprint": fp, "setting": setting, "configuration": config.key})
     return det
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: mappings and sequences kept, anything exotic (a device, a Generator) as text."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
 
 
 def _add_probability_thresholds(ev: dict[str, Any]) -> None:

@@ -47,9 +47,7 @@ Tables come out in the report's schema (``title``, ``columns``, ``rows``, ``form
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,6 +56,8 @@ from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, DataError
 from ..recognition.similarity import check_metric, paired_similarity
+from ..utils.ordering import natural_key
+from ..utils.seeding import stable_int
 from . import paper
 
 __all__ = [
@@ -129,14 +129,10 @@ def attack_label(attack: str, epsilon: float | None = None) -> str:
     return attack_family(attack)
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(re.split(r"(\d+(?:\.\d+)?)", name))]
-
-
 def _order_labels(labels: Iterable[str], order: Sequence[str] | None) -> list[str]:
     uniq = list(dict.fromkeys(labels))
     first = [x for x in (order if order is not None else _FAMILY_ORDER) if x in uniq]
-    return first + sorted((x for x in uniq if x not in first), key=_natural_key)
+    return first + sorted((x for x in uniq if x not in first), key=natural_key)
 
 
 def _settings(values: ArrayLike, n: int, what: str) -> np.ndarray:
@@ -531,11 +527,6 @@ def mpp_table(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 # verification: impersonation and evasion (Tables 3 and 4, Figures 10 and 11)
 # ---------------------------------------------------------------------------------------
-def _stable_index(n: int, *parts: object) -> int:
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") % n
-
-
 def select_partners(
     wanted: ArrayLike,
     source_ids: ArrayLike,
@@ -568,7 +559,7 @@ def select_partners(
             continue
         cand = cand[pid[cand] != src]
         if cand.size:
-            out[i] = cand[_stable_index(cand.size, random_state, src, lab)]
+            out[i] = cand[stable_int(random_state, src, lab) % cand.size]
     return out
 
 

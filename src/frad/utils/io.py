@@ -13,13 +13,14 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 __all__ = [
+    "to_jsonable",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -86,6 +87,21 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values for settings records: mappings and sequences kept, NumPy scalars as
+    numbers, paths as text, anything else exotic (a device, a Generator) as its text."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    try:
+        return to_jsonable(json_default(obj))
+    except TypeError:
+        return str(obj)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
