@@ -26,6 +26,11 @@ SUMMARY_LABELS: dict[str, tuple[str, str]] = {
     "best_targeted_configuration": ("Best detector configuration (targeted)", ""),
     "classifier_adversarials": ("Classifier-attack adversarials crafted", "d"),
     "sources_left_out": ("Sources left out (already misrecognised)", "d"),
+    "deployed_detector": ("Detector chosen for deployment (frad detect, frad serve)", ""),
+    "benchmark_best_targeted": ("Detector benchmark: best detector (targeted)", ""),
+    "benchmark_best_targeted_macro_auc": ("Detector benchmark: its targeted macro-AUC", ".3f"),
+    "benchmark_best_targeted_cw_auc": ("Detector benchmark: its CW AUC", ".3f"),
+    "benchmark_best_targeted_deep_features_min_auc": ("Detector benchmark: its lowest AUC on unseen deep-features attacks", ".3f"),
 }
 
 
