@@ -362,7 +362,7 @@ def test_small_model_stages_run_on_one_thread_and_restore(tmp_path: Path) -> Non
     from frad.pipeline.context import RunContext
     from frad.pipeline.stages import STAGES, Stage
 
-    assert {s.name for s in STAGES if s.small_models} == {"detectors"}
+    assert {s.name for s in STAGES if s.small_models} == {"detectors", "benchmark"}  # both train small models
     seen: list[int] = []
     stage = Stage("probe", "probe", (), lambda cfg: {}, lambda ctx: seen.append(torch.get_num_threads()) or {},
                   small_models=True)
