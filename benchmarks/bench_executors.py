@@ -29,7 +29,7 @@ from frad.pipeline.run import run_experiment  # noqa: E402
 from frad.utils.io import read_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("classifier_attacks", "deep_features")
+STAGES = ("attacks", "deep_features")
 
 
 def _trial(base: Path, work: Path, cfg_path: Path, data: str | None, executor: str, k: int) -> dict[str, float]:
