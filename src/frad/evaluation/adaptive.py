@@ -41,13 +41,22 @@ constant                no gradient (a detector that ignores its input)
 
 Untargeted attacks that ascend the true label's loss (BIM, MI-FGSM, CW) also raise the
 flagged logit, since "flagged" is one of the wrong classes; the criterion still judges the
-result honestly (flagged = failure).  C&W 2017 therefore evaluate targeted attacks; an
-untargeted adaptive attack is best run as a targeted one at the source's runner-up identity.
+result honestly (flagged = failure), but such a run alone can do worse than the non-adaptive
+attack.  C&W 2017 therefore evaluate targeted attacks;
+:func:`frad.evaluation.security.security_evaluation` takes, per source, the better of the
+untargeted run and a run targeted at the source's runner-up identity.
+
+Example (a fitted, bound detector ``det`` with its threshold set; ``clf`` a FaceClassifier)::
+
+    guarded = GuardedModel(clf, detector_margin(det))
+    result = BIM(steps=10)(guarded, pixels, TargetedMisclassification(targets), epsilons=0.03)
+    result.success  # target reached and not flagged at det.threshold_
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -332,7 +341,9 @@ def detector_margin(detector: Any, *, threshold: float | None = None, **kwargs: 
         net = detector.network
         if net is None or not hasattr(net, "net_"):
             raise NotFittedError("TrajectoryFaceDetector: the network is not trained")
-        return TrajectoryMargin({t: reps.representatives_[t] for t in reps.layers_}, detector.metric, net.net_, thr)
+        # a copy: moving or casting the guarded model must not change the detector's own network
+        return TrajectoryMargin({t: reps.representatives_[t] for t in reps.layers_}, detector.metric,
+                                copy.deepcopy(net.net_), thr)
     if kind == "mahalanobis":
         return MahalanobisMargin(detector, thr)
     if kind == "lid":
