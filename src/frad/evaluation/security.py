@@ -36,10 +36,11 @@ from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from ..attacks.base import Attack, perturbation_stats, quantise
+from ..attacks.deep_features import DeepFeaturesAttack
 from ..attacks.criteria import Misclassification, TargetedMisclassification, UndetectedMisclassification
 from ..detection.base import threshold_at_fpr
 from ..errors import ConfigError, DataError
-from .adaptive import GuardedModel, detector_margin
+from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
 from .metrics import rank_auc
 
 __all__ = ["summarise_attack", "security_evaluation", "ROUNDINGS"]
@@ -130,6 +131,9 @@ def security_evaluation(
     batch_size: int = 32,
     formulation: str = "margin",
     scale: float = 1.0,
+    templates: ArrayLike | None = None,
+    template_labels: ArrayLike | None = None,
+    detector_weight: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Rows of the security table (see the module doc).
 
@@ -171,14 +175,28 @@ def security_evaluation(
                     "adaptive": (guarded, TargetedMisclassification(classes) if targeted
                                  else UndetectedMisclassification(classes)),
                 }
-                advs = {k: attack(m, pixels, c, epsilons=eps).clipped[0] for k, (m, c) in runs.items()}
-                if not targeted:
+                if isinstance(attack, DeepFeaturesAttack):
+                    if templates is None:
+                        raise ConfigError(f"attack {aname!r} (deep features) needs templates")
+                    tpl = torch.as_tensor(np.asarray(templates, np.float32))
+                    penalised = DetectorPenalisedEmbedding(fr_model.backbone, margin, weight=detector_weight)
+                    crit = runs["non_adaptive"][1]
+                    advs = {
+                        "non_adaptive": attack(fr_model.backbone, pixels, crit, epsilons=eps, templates=tpl,
+                                               template_labels=template_labels).clipped[0],
+                        "adaptive": attack(penalised, pixels, crit, epsilons=eps, templates=penalised.pad_templates(tpl),
+                                           template_labels=template_labels).clipped[0],
+                    }
+                else:
+                    advs = {k: attack(m, pixels, c, epsilons=eps).clipped[0] for k, (m, c) in runs.items()}
+                if not targeted and not isinstance(attack, DeepFeaturesAttack):
                     advs["adaptive"] = _best_untargeted(attack, eps, guarded, fr_model, det, thr, pixels, y,
                                                         advs["adaptive"], batch_size)
                 for rounding in ROUNDINGS:
                     row: dict[str, Any] = {
                         "detector": dname, "attack": aname, "goal": goal, "rounding": rounding,
                         "epsilon": eps, "fpr": fpr, "threshold": thr, "gradient": margin.gradient,
+                        "detector_weight": detector_weight if isinstance(attack, DeepFeaturesAttack) else None,
                         "natural_flagged": float((nat_scores >= thr).mean()),
                     }
                     for k, adv in advs.items():
