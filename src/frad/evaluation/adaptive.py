@@ -198,8 +198,13 @@ class MahalanobisMargin(DetectorMargin):
         self.taps = list(detector.reference_taps_)
         self.supervised = bool(detector.supervised)
         for i, t in enumerate(self.taps):
-            _buffer(self, f"mean_{i}", detector.means_[t])
-            _buffer(self, f"precision_{i}", detector.precisions_[t])
+            mu = np.asarray(detector.means_[t], np.float64)
+            P = np.asarray(detector.precisions_[t], np.float64)
+            pm = mu @ P
+            # float64 buffers: the expanded quadratic form cancels (as the detector's own does)
+            self.register_buffer(f"precision_{i}", torch.from_numpy(P), persistent=False)
+            self.register_buffer(f"pm_{i}", torch.from_numpy(pm), persistent=False)
+            self.register_buffer(f"mpm_{i}", torch.from_numpy(np.einsum("kc,kc->k", pm, mu)), persistent=False)
         if self.supervised:
             self.combiner = _Combiner(detector.combiner_)
             self.offset = _logit(threshold)
@@ -210,13 +215,16 @@ class MahalanobisMargin(DetectorMargin):
 
     def layer_scores(self, taps: Mapping[str, Tensor]) -> Tensor:
         cols = []
+        dt = taps[self.taps[0]].dtype
         for i, t in enumerate(self.taps):
-            x = taps[t]
-            mu: Tensor = getattr(self, f"mean_{i}").to(x.dtype)
-            P: Tensor = getattr(self, f"precision_{i}").to(x.dtype)
-            d = x[:, None, :] - mu[None]  # (N, K, C)
-            cols.append(torch.einsum("nkc,cd,nkd->nk", d, P, d).amin(dim=1).clamp_min(0))
-        return torch.stack(cols, dim=1)
+            x = taps[t].double()
+            P: Tensor = getattr(self, f"precision_{i}").double()  # no copy unless the module was cast
+            pm: Tensor = getattr(self, f"pm_{i}").double()
+            mpm: Tensor = getattr(self, f"mpm_{i}").double()
+            # (x - mu)^T P (x - mu) = x P x - 2 x P mu + mu P mu, for every class at once
+            d = ((x @ P) * x).sum(dim=1, keepdim=True) - 2.0 * x @ pm.T + mpm[None, :]
+            cols.append(d.amin(dim=1).clamp_min(0))
+        return torch.stack(cols, dim=1).to(dt)
 
     def forward(self, taps: Mapping[str, Tensor]) -> Tensor:
         S = self.layer_scores(taps)
@@ -286,7 +294,9 @@ class DeepKNNMargin(DetectorMargin):
         temps = []
         for i, t in enumerate(self.taps):
             tr = np.asarray(detector.train_[t], np.float32)
-            _buffer(self, f"train_{i}", tr)
+            # float64, as the detector searches: one distance matrix serves the exact neighbours
+            # and the surrogate's gradient
+            self.register_buffer(f"train_{i}", torch.from_numpy(tr.astype(np.float64)), persistent=False)
             sub = torch.from_numpy(tr[:: max(1, tr.shape[0] // 512)])
             d2 = torch.cdist(sub, torch.from_numpy(tr)).pow(2)
             kk = min(self.k + 1, d2.shape[1])  # the row itself is its own nearest
@@ -305,10 +315,9 @@ class DeepKNNMargin(DetectorMargin):
         counts = torch.zeros(n, self.n_classes, dtype=dt, device=x0.device)
         dists = []
         for i, t in enumerate(self.taps):
-            tr: Tensor = getattr(self, f"train_{i}").to(dt)
-            d = torch.cdist(taps[t], tr)
-            # neighbours by float64 distances, as the detector searches them
-            idx = torch.topk(torch.cdist(taps[t].detach().double(), tr.double()), self.k, dim=1, largest=False).indices
+            tr: Tensor = getattr(self, f"train_{i}").double()  # no copy unless the module was cast
+            d = torch.cdist(taps[t].double(), tr)  # float64, as the detector searches
+            idx = torch.topk(d.detach(), self.k, dim=1, largest=False).indices
             counts = counts + onehot[idx].sum(dim=1)
             dists.append(d)
         alpha = len(self.taps) * self.k - counts
@@ -316,15 +325,15 @@ class DeepKNNMargin(DetectorMargin):
         p = ge.to(dt) / A.numel()
         exact = 1.0 - p.amax(dim=1)
         c = p.argmax(dim=1) if fr_logits is None else fr_logits.detach().argmax(dim=1)
-        surrogate = torch.zeros(n, dtype=dt, device=x0.device)
+        surrogate = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        own = codes[None, :] == c[:, None]
+        kk = min(self.k, int(codes.numel()))
         for d, T in zip(dists, self.temperatures):
-            own = codes[None, :] == c[:, None]
             far = d.detach().amax() * 2 + 1
-            kk = min(self.k, d.shape[1])
-            d_own = torch.topk(torch.where(own, d, far), kk, dim=1, largest=False).values[:, -1]
+            d_own = torch.kthvalue(torch.where(own, d, far), kk, dim=1).values
             d_other = torch.where(own, far, d).amin(dim=1)
             surrogate = surrogate + (d_own - d_other) / math.sqrt(T)
-        return exact, surrogate
+        return exact, surrogate.to(dt)
 
     def forward(self, taps: Mapping[str, Tensor], fr_logits: Tensor | None = None) -> Tensor:
         exact, soft = self._scores(taps, fr_logits)
