@@ -275,11 +275,12 @@ class DeepKNNMargin(DetectorMargin):
     differentiable relative of the vote, for a class ``c`` (the FR system's predicted class
     when the guarded model passes its logits, else the deep k-NN's own prediction):
 
-        s_c(x) = sum_l ( d_l(x, k-th nearest training row of class c)
+        s_c(x) = sum_l ( d_l(x, k_c-th nearest training row of class c)
                          - d_l(x, nearest training row of another class) ) / sqrt(T_l),
 
-    negative at layer ``l`` exactly when all ``k`` neighbours there are of class ``c``
-    (non-conformity 0: the most credible).  ``T_l`` is the median squared distance from a
+    with ``k_c = min(k, size of class c)``: negative at layer ``l`` exactly when the ``k``
+    neighbours there are all of class ``c`` (or, for a class smaller than ``k``, all its
+    members are among them) -- the least non-conformity class ``c`` can have.  ``T_l`` is the median squared distance from a
     training row to its k-th neighbour (scales the layers alike).  Its value is discarded.
     """
 
@@ -291,12 +292,24 @@ class DeepKNNMargin(DetectorMargin):
         self.offset = float(threshold)
         self.register_buffer("codes", torch.as_tensor(np.asarray(detector.train_codes_, np.int64)), persistent=False)
         _buffer(self, "calibration", np.asarray(detector.calibration_, np.float64))
+        # each class's training rows, padded with -1 (class sizes differ)
+        codes_np = np.asarray(detector.train_codes_, np.int64)
+        sizes = np.bincount(codes_np, minlength=self.n_classes)
+        members = np.full((self.n_classes, max(1, int(sizes.max()))), -1, np.int64)
+        for c in range(self.n_classes):
+            rows = np.flatnonzero(codes_np == c)
+            members[c, : rows.size] = rows
+        self.register_buffer("members", torch.from_numpy(members), persistent=False)
+        # the k-th own-class neighbour, or the farthest member of a class smaller than k
+        self.register_buffer("kth", torch.from_numpy(np.clip(np.minimum(self.k, sizes), 1, None) - 1), persistent=False)
         temps = []
         for i, t in enumerate(self.taps):
             tr = np.asarray(detector.train_[t], np.float32)
             # float64, as the detector searches: one distance matrix serves the exact neighbours
             # and the surrogate's gradient
-            self.register_buffer(f"train_{i}", torch.from_numpy(tr.astype(np.float64)), persistent=False)
+            tr64 = torch.from_numpy(tr.astype(np.float64))
+            self.register_buffer(f"train_{i}", tr64, persistent=False)
+            self.register_buffer(f"train_sq_{i}", (tr64 * tr64).sum(dim=1), persistent=False)
             sub = torch.from_numpy(tr[:: max(1, tr.shape[0] // 512)])
             d2 = torch.cdist(sub, torch.from_numpy(tr)).pow(2)
             kk = min(self.k + 1, d2.shape[1])  # the row itself is its own nearest
@@ -314,24 +327,37 @@ class DeepKNNMargin(DetectorMargin):
         onehot = torch.nn.functional.one_hot(codes, self.n_classes).to(dt)  # (M, K)
         counts = torch.zeros(n, self.n_classes, dtype=dt, device=x0.device)
         dists = []
-        for i, t in enumerate(self.taps):
-            tr: Tensor = getattr(self, f"train_{i}").double()  # no copy unless the module was cast
-            d = torch.cdist(taps[t].double(), tr)  # float64, as the detector searches
-            idx = torch.topk(d.detach(), self.k, dim=1, largest=False).indices
-            counts = counts + onehot[idx].sum(dim=1)
-            dists.append(d)
+        with torch.no_grad():  # the exact search: float64, as the detector searches
+            for i, t in enumerate(self.taps):
+                tr: Tensor = getattr(self, f"train_{i}").double()  # no copy unless the module was cast
+                tsq: Tensor = getattr(self, f"train_sq_{i}").double()
+                x = taps[t].double()
+                d = ((x * x).sum(dim=1, keepdim=True) + tsq[None, :] - 2.0 * x @ tr.T).clamp_min(0).sqrt()
+                idx = torch.topk(d, self.k, dim=1, largest=False).indices
+                counts = counts + onehot[idx].sum(dim=1)
+                dists.append(d)
         alpha = len(self.taps) * self.k - counts
         ge = A.numel() - torch.searchsorted(A.contiguous(), alpha.contiguous(), right=False)
         p = ge.to(dt) / A.numel()
         exact = 1.0 - p.amax(dim=1)
         c = p.argmax(dim=1) if fr_logits is None else fr_logits.detach().argmax(dim=1)
-        surrogate = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        # the surrogate: distances with gradient only to the rows it reads (found on the exact ones)
         own = codes[None, :] == c[:, None]
-        kk = min(self.k, int(codes.numel()))
-        for d, T in zip(dists, self.temperatures):
-            far = d.detach().amax() * 2 + 1
-            d_own = torch.kthvalue(torch.where(own, d, far), kk, dim=1).values
-            d_other = torch.where(own, far, d).amin(dim=1)
+        members: Tensor = self.members[c]  # type: ignore[index]  (N, largest class)
+        kth: Tensor = self.kth[c]  # type: ignore[index]
+        pad = members < 0
+        rows = torch.arange(n, device=x0.device)
+        surrogate = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        for i, (t, d, T) in enumerate(zip(self.taps, dists, self.temperatures)):
+            tr = getattr(self, f"train_{i}").double()
+            far = d.amax() * 2 + 1
+            d_members = torch.where(pad, far, d.gather(1, members.clamp_min(0)))
+            pos = torch.sort(d_members, dim=1).indices.gather(1, kth[:, None]).squeeze(1)
+            j_own = members[rows, pos]  # the k_c-th nearest member of class c
+            j_other = torch.where(own, far, d).argmin(dim=1)  # the nearest row of another class
+            x = taps[t].double()
+            d_own = (x - tr[j_own]).pow(2).sum(dim=1).clamp_min(1e-30).sqrt()  # no NaN gradient at 0
+            d_other = (x - tr[j_other]).pow(2).sum(dim=1).clamp_min(1e-30).sqrt()
             surrogate = surrogate + (d_own - d_other) / math.sqrt(T)
         return exact, surrogate.to(dt)
 
