@@ -185,6 +185,9 @@ def test_gradient_matches_finite_differences(world: World, kind: str) -> None:
 def test_bpda_knn_forward_exact_backward_surrogate(world: World) -> None:
     m = detector_margin(world.detectors["deep_knn"])
     assert isinstance(m, DeepKNNMargin) and m.gradient.startswith("BPDA")
+    det = world.detectors["deep_knn"]
+    sizes = np.bincount(det.train_codes_, minlength=det.classes_.size)
+    np.testing.assert_array_equal(m.kth.numpy(), np.minimum(det.k_, sizes) - 1)  # k_c-th own-class row
     x = world.xa[:8]
     _, taps = world.face.forward_intermediates(x, m.taps, pool=True)
     taps = {t: v.detach().requires_grad_(True) for t, v in taps.items()}
