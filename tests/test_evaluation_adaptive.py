@@ -17,6 +17,7 @@ from frad.attacks import (
     UndetectedMisclassification,
 )
 from frad.detection.base import pixel_features
+from frad.detection.fusion import FusionDetector
 from frad.detection.knn import DeepKNNDetector
 from frad.detection.lid import LIDDetector
 from frad.detection.mahalanobis import MahalanobisDetector
@@ -34,7 +35,7 @@ from frad.recognition.identification import TemplateScores
 from tiny_models import TinyFace
 
 TAPS = ["block1", "block2", "embedding"]
-KINDS = ["trajectory_mlp", "trajectory_lstm", "mahalanobis", "lid", "deep_knn"]
+KINDS = ["trajectory_mlp", "trajectory_lstm", "mahalanobis", "lid", "deep_knn", "fusion"]
 
 
 class World:
@@ -78,6 +79,7 @@ class World:
             "mahalanobis": MahalanobisDetector(taps=TAPS).fit_reference(fr, pr),
             "lid": LIDDetector(taps=TAPS, k=10, batch_size=50),
             "deep_knn": DeepKNNDetector(taps=TAPS, k=10).fit_reference(fr, pr),
+            "fusion": FusionDetector(taps=TAPS, k=10, batch_size=50, epochs=60).fit_reference(fr, pr),
         }
         for d in self.detectors.values():
             d.fit_features(feats, y, labels=labels).bind(self.face)
@@ -169,7 +171,7 @@ def test_undetected_criterion_by_hand() -> None:
 
 
 # ------------------------------------------------------------------------ gradients
-@pytest.mark.parametrize("kind", ["trajectory_mlp", "trajectory_lstm", "mahalanobis", "lid"])
+@pytest.mark.parametrize("kind", ["trajectory_mlp", "trajectory_lstm", "mahalanobis", "lid", "fusion"])
 def test_gradient_matches_finite_differences(world: World, kind: str) -> None:
     import copy
 
@@ -230,7 +232,7 @@ def test_more_iterations_never_lower_success(world: World, kind: str) -> None:
         assert rates == sorted(rates) and rates[-1] > rates[0]
 
 
-@pytest.mark.parametrize("kind", ["trajectory_mlp", "mahalanobis", "lid", "deep_knn"])
+@pytest.mark.parametrize("kind", ["trajectory_mlp", "mahalanobis", "lid", "deep_knn", "fusion"])
 def test_unbounded_budget_reaches_full_success(world: World, kind: str) -> None:
     g = guarded(world, kind)
     x, y, t = _targets(world, 12)

@@ -34,6 +34,8 @@ LID                     exact a.e.: the MLE through the k nearest reference dist
 deep k-NN               BPDA: the forward value is the exact credibility score; the
                         backward pass is that of a distance margin that is negative
                         exactly where all k neighbours share the FR system's class
+fusion (frad's own)     exact a.e.: its Mahalanobis, closest-centroid and LID columns,
+                        standardised, then its MLP (or logistic combiner)
 constant                no gradient (a detector that ignores its input)
 ======================  =================================================================
 
@@ -76,6 +78,7 @@ __all__ = [
     "MahalanobisMargin",
     "LIDMargin",
     "DeepKNNMargin",
+    "FusionMargin",
     "GuardedModel",
     "detector_margin",
     "DetectorPenalisedEmbedding",
@@ -97,6 +100,38 @@ def _threshold_of(detector: Any, threshold: float | None) -> float:
             f"{type(detector).__name__} has no operating threshold: call set_threshold(...) first or pass threshold="
         )
     return float(thr)
+
+
+def _gaussian_buffers(module: nn.Module, i: int, means: Any, precision: Any) -> None:
+    """float64 buffers for the expanded quadratic form (it cancels; the detector's runs in float64)."""
+    mu = np.asarray(means, np.float64)
+    P = np.asarray(precision, np.float64)
+    pm = mu @ P
+    module.register_buffer(f"precision_{i}", torch.from_numpy(P), persistent=False)
+    module.register_buffer(f"pm_{i}", torch.from_numpy(pm), persistent=False)
+    module.register_buffer(f"mpm_{i}", torch.from_numpy(np.einsum("kc,kc->k", pm, mu)), persistent=False)
+
+
+def _mahalanobis_min(module: nn.Module, i: int, x: Tensor) -> Tensor:
+    """(N,) float64 squared Mahalanobis distance of ``x`` to its closest class (layer ``i``'s buffers)."""
+    x = x.double()
+    P: Tensor = getattr(module, f"precision_{i}").double()  # no copy unless the module was cast
+    pm: Tensor = getattr(module, f"pm_{i}").double()
+    mpm: Tensor = getattr(module, f"mpm_{i}").double()
+    # (x - mu)^T P (x - mu) = x P x - 2 x P mu + mu P mu, for every class at once
+    d = ((x @ P) * x).sum(dim=1, keepdim=True) - 2.0 * x @ pm.T + mpm[None, :]
+    return d.amin(dim=1).clamp_min(0)
+
+
+def _lid(x: Tensor, reference: Tensor, k: int) -> Tensor:
+    """(N,) LID MLE of ``x`` among its ``k`` nearest ``reference`` rows (a row at distance 0 skipped)."""
+    r = reference.to(x.dtype)
+    d = torch.cdist(x, r, compute_mode="donot_use_mm_for_euclid_dist")
+    near = torch.topk(d, k + 1, dim=1, largest=False).values
+    self_hit = near[:, :1] <= 0.0  # a reference row skips itself, as the detector does
+    near = torch.where(self_hit, near[:, 1:], near[:, :-1]).clamp_min(1e-12)
+    m = torch.log(near / near[:, -1:]).mean(dim=1)
+    return -1.0 / torch.where(m < 0, m, torch.full_like(m, -1e-12))
 
 
 class DetectorMargin(nn.Module):
@@ -198,13 +233,7 @@ class MahalanobisMargin(DetectorMargin):
         self.taps = list(detector.reference_taps_)
         self.supervised = bool(detector.supervised)
         for i, t in enumerate(self.taps):
-            mu = np.asarray(detector.means_[t], np.float64)
-            P = np.asarray(detector.precisions_[t], np.float64)
-            pm = mu @ P
-            # float64 buffers: the expanded quadratic form cancels (as the detector's own does)
-            self.register_buffer(f"precision_{i}", torch.from_numpy(P), persistent=False)
-            self.register_buffer(f"pm_{i}", torch.from_numpy(pm), persistent=False)
-            self.register_buffer(f"mpm_{i}", torch.from_numpy(np.einsum("kc,kc->k", pm, mu)), persistent=False)
+            _gaussian_buffers(self, i, detector.means_[t], detector.precisions_[t])
         if self.supervised:
             self.combiner = _Combiner(detector.combiner_)
             self.offset = _logit(threshold)
@@ -217,13 +246,7 @@ class MahalanobisMargin(DetectorMargin):
         cols = []
         dt = taps[self.taps[0]].dtype
         for i, t in enumerate(self.taps):
-            x = taps[t].double()
-            P: Tensor = getattr(self, f"precision_{i}").double()  # no copy unless the module was cast
-            pm: Tensor = getattr(self, f"pm_{i}").double()
-            mpm: Tensor = getattr(self, f"mpm_{i}").double()
-            # (x - mu)^T P (x - mu) = x P x - 2 x P mu + mu P mu, for every class at once
-            d = ((x @ P) * x).sum(dim=1, keepdim=True) - 2.0 * x @ pm.T + mpm[None, :]
-            cols.append(d.amin(dim=1).clamp_min(0))
+            cols.append(_mahalanobis_min(self, i, taps[t]))
         return torch.stack(cols, dim=1).to(dt)
 
     def forward(self, taps: Mapping[str, Tensor]) -> Tensor:
@@ -253,14 +276,7 @@ class LIDMargin(DetectorMargin):
     def layer_scores(self, taps: Mapping[str, Tensor]) -> Tensor:
         cols = []
         for i, t in enumerate(self.taps):
-            x = taps[t]
-            r: Tensor = getattr(self, f"reference_{i}").to(x.dtype)
-            d = torch.cdist(x, r, compute_mode="donot_use_mm_for_euclid_dist")
-            near = torch.topk(d, self.k + 1, dim=1, largest=False).values
-            self_hit = near[:, :1] <= 0.0  # a reference row skips itself, as the detector does
-            near = torch.where(self_hit, near[:, 1:], near[:, :-1]).clamp_min(1e-12)
-            m = torch.log(near / near[:, -1:]).mean(dim=1)
-            cols.append(-1.0 / torch.where(m < 0, m, torch.full_like(m, -1e-12)))
+            cols.append(_lid(taps[t], getattr(self, f"reference_{i}"), self.k))
         return torch.stack(cols, dim=1)
 
     def forward(self, taps: Mapping[str, Tensor]) -> Tensor:
@@ -366,6 +382,51 @@ class DeepKNNMargin(DetectorMargin):
         return (soft + (exact - soft).detach()) - self.offset
 
 
+class FusionMargin(DetectorMargin):
+    """frad's fusion detector: per layer log Mahalanobis distance, cosine similarity to the
+    closest class centroid and its gap to the second, log LID; standardised, then its MLP
+    (or logistic combiner); margin = logit - logit(threshold)."""
+
+    gradient = "exact (almost everywhere: closest classes, k nearest distances)"
+
+    def __init__(self, detector: Any, threshold: float) -> None:
+        super().__init__()
+        self.taps = list(detector.reference_taps_)
+        self.use_lid = bool(detector.use_lid) and hasattr(detector, "reference_")
+        self.k = int(getattr(detector, "k_", 1))
+        for i, t in enumerate(self.taps):
+            _gaussian_buffers(self, i, detector.means_[t], detector.precisions_[t])
+            _buffer(self, f"centroid_{i}", detector.means_[t])
+            if self.use_lid:
+                _buffer(self, f"reference_{i}", detector.reference_[t])
+        _buffer(self, "col_mean", detector.mean_)
+        _buffer(self, "col_scale", detector.scale_)
+        if int(detector.hidden_size) == 0:
+            self.head: nn.Module = _Combiner(detector.combiner_)
+        else:
+            self.head = copy.deepcopy(detector.net_).eval()
+        self.offset = _logit(threshold)
+
+    def columns(self, taps: Mapping[str, Tensor]) -> Tensor:
+        dt = taps[self.taps[0]].dtype
+        cols = []
+        for i, t in enumerate(self.taps):
+            x = taps[t]
+            cols.append(torch.log(_mahalanobis_min(self, i, x) + 1e-6).to(dt))
+            top = torch.topk(pairwise_similarity(x, getattr(self, f"centroid_{i}").to(dt), "cosine"), 2, dim=1).values
+            cols += [top[:, 0], top[:, 0] - top[:, 1]]
+            if self.use_lid:
+                cols.append(torch.log(_lid(x.double(), getattr(self, f"reference_{i}"), self.k) + 1e-6).to(dt))
+        return torch.stack(cols, dim=1)
+
+    def forward(self, taps: Mapping[str, Tensor]) -> Tensor:
+        Z = self.columns(taps)
+        m: Tensor = self.col_mean  # type: ignore[assignment]
+        s: Tensor = self.col_scale  # type: ignore[assignment]
+        Zs = (Z - m.to(Z.dtype)) / s.to(Z.dtype)
+        return self.head(Zs) - self.offset
+
+
 def detector_margin(detector: Any, *, threshold: float | None = None, **kwargs: Any) -> DetectorMargin:
     """The differentiable margin of a fitted frad detector at its operating threshold
     (``detector.threshold_``, or ``threshold`` in the detector's score units)."""
@@ -385,8 +446,11 @@ def detector_margin(detector: Any, *, threshold: float | None = None, **kwargs: 
         return LIDMargin(detector, thr)
     if kind == "deep_knn":
         return DeepKNNMargin(detector, thr, **kwargs)
+    if kind == "fusion":
+        return FusionMargin(detector, thr)
     raise ConfigError(
-        f"no differentiable form of detector kind {kind!r} yet; available: trajectory, mahalanobis, lid, deep_knn"
+        f"no differentiable form of detector kind {kind!r} yet; available: trajectory, mahalanobis, lid, deep_knn, "
+        "fusion"
     )
 
 
