@@ -8,7 +8,7 @@ the ratio adaptive / plain are printed.  Goal: <= 1.3x.
 
     python benchmarks/bench_adaptive.py [--lfw-dir DIR] [--batch 8] [--steps 10] [--repeats 3]
         [--classes 158] [--train 2574] [--naturals 40]
-        [--detectors trajectory,mahalanobis,lid,deep_knn] [--threads N] [--device cpu] [--json]
+        [--detectors trajectory,mahalanobis,lid,deep_knn,fusion] [--threads N] [--device cpu] [--json]
 
 The detectors are fitted at the LFW run's scale (158 identities, 2,574 head-training rows,
 every block tap + the embedding) on stand-in features: the benchmark's natural chips' pooled
@@ -30,6 +30,7 @@ from _common import report
 from bench_attacks import chips_for
 from frad.attacks import BIM, TargetedMisclassification
 from frad.detection.base import pixel_features
+from frad.detection.fusion import FusionDetector
 from frad.detection.knn import DeepKNNDetector
 from frad.detection.lid import LIDDetector
 from frad.detection.mahalanobis import MahalanobisDetector
@@ -62,6 +63,9 @@ def fit_detector(kind: str, backbone: torch.nn.Module, x_nat: torch.Tensor, x_ad
         det = LIDDetector(taps=taps, k=min(20, len(x_nat) - 2), batch_size=min(100, len(x_nat)))
     elif kind == "deep_knn":
         det = DeepKNNDetector(taps=taps, k=75).fit_reference(fr, y_ref)
+    elif kind == "fusion":
+        det = FusionDetector(taps=taps, k=min(20, len(x_nat) - 2), batch_size=min(100, len(x_nat)),
+                             epochs=20).fit_reference(fr, y_ref)
     else:
         raise SystemExit(f"unknown detector {kind!r}")
     det.fit_features(feats, y, labels=labels).bind(backbone)
