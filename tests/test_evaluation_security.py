@@ -98,3 +98,21 @@ def test_security_evaluation_deep_features(world: World) -> None:
     assert 0 <= r["adaptive_through"] <= r["adaptive_fooled"]
     # no claim that the adaptive run gets through more often: the attack stops at the first
     # point that fools the k-NN, flagged or not (measured: 0.62-0.69 vs 0.75 non-adaptive here)
+
+
+def test_security_curve(world: World) -> None:
+    from frad.evaluation.security import security_curve
+
+    x, y = world.xn[:12], world.pn[:12]
+    kw = dict(natural_pixels=world.xn[16:], goals=("untargeted",))
+    rows = security_curve(world.clf, {"maha": world.detectors["mahalanobis"]}, BIM(steps=10), [0.0, 0.02, 0.2],
+                          x, y.numpy(), name="bim", **kw)
+    assert [r["epsilon"] for r in rows if r["rounding"] == "float32"] == [0.0, 0.02, 0.2]
+    f32 = [r for r in rows if r["rounding"] == "float32"]
+    assert f32[0]["adaptive_through"] == 0.0 and f32[0]["non_adaptive_fooled"] == 0.0  # no budget, no attack
+    assert f32[-1]["adaptive_through"] > 0.5
+    one = security_evaluation(world.clf, {"maha": world.detectors["mahalanobis"]}, {"bim": (BIM(steps=10), 0.02)},
+                              x, y.numpy(), **kw)
+    assert one == [r for r in rows if r["epsilon"] == 0.02]
+    with pytest.raises(ConfigError, match="budgets"):
+        security_curve(world.clf, {}, BIM(steps=1), [], x, y.numpy(), **kw)

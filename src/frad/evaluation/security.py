@@ -43,7 +43,7 @@ from ..errors import ConfigError, DataError
 from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
 from .metrics import rank_auc
 
-__all__ = ["summarise_attack", "security_evaluation", "ROUNDINGS"]
+__all__ = ["summarise_attack", "security_evaluation", "security_curve", "ROUNDINGS"]
 
 ROUNDINGS: tuple[str, ...] = ("float32", "uint8")
 
@@ -207,4 +207,27 @@ def security_evaluation(
                         row.update({f"{k}_{m}": v for m, v in s.items() if m != "sources"})
                         row["sources"] = s["sources"]
                     rows.append(row)
+    return rows
+
+
+def security_curve(
+    fr_model: nn.Module,
+    detectors: Mapping[str, Any],
+    attack: Attack,
+    budgets: Sequence[Any],
+    pixels: Tensor,
+    labels: ArrayLike,
+    *,
+    name: str = "attack",
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """The share that gets through against the attack's budget: :func:`security_evaluation`
+    rows for ``attack`` at each of ``budgets`` (epsilons; for a budget in steps, pass one
+    attack per step count to :func:`security_evaluation` instead).  Keyword arguments go to
+    :func:`security_evaluation`."""
+    if not budgets:
+        raise ConfigError("security_curve: no budgets given")
+    rows: list[dict[str, Any]] = []
+    for eps in budgets:
+        rows += security_evaluation(fr_model, detectors, {name: (attack, eps)}, pixels, labels, **kwargs)
     return rows
