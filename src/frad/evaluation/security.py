@@ -41,7 +41,7 @@ from ..attacks.criteria import Misclassification, TargetedMisclassification, Und
 from ..detection.base import threshold_at_fpr
 from ..errors import ConfigError, DataError
 from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
-from .metrics import rank_auc
+from ..utils.metrics import rank_auc
 
 __all__ = ["summarise_attack", "security_evaluation", "security_curve", "ROUNDINGS"]
 
