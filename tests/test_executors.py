@@ -190,12 +190,17 @@ def test_ray_shards_equal_local_shards_and_a_killed_worker_loses_nothing(tmp_pat
 
     cfg, kw = shard_data
     run_attacks(cfg, tmp_path / "local", **kw)
-    done = run_attacks(cfg, tmp_path / "ray", executor=RayExecutor(), **kw)
+    ex = RayExecutor()
+    done = run_attacks(cfg, tmp_path / "ray", executor=ex, **kw)
+    assert run_attacks(cfg, tmp_path / "ray2", executor=ex, **kw)  # the same actors serve a second map
+    ex.close()
     assert sorted((d.attack, d.shard) for d in done) == sorted((a.name, s) for a in cfg.attacks for s in range(3))
-    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") == _files(tmp_path / "ray2")
 
     marker = tmp_path / "killed.pid"
-    done = run_attacks(cfg, tmp_path / "killed", executor=_KillingExecutor(marker), **kw)
+    killing = _KillingExecutor(marker)
+    done = run_attacks(cfg, tmp_path / "killed", executor=killing, **kw)
+    killing.ray.close()
     assert marker.is_file() and int(marker.read_text()) != os.getpid()  # a worker process did die
     assert len(done) == len(cfg.attacks) * 3 and len({(d.attack, d.shard) for d in done}) == len(done)
     assert _files(tmp_path / "killed") == _files(tmp_path / "local")
@@ -210,11 +215,13 @@ def test_feature_chunks_on_ray_equal_local_ones_and_fill_the_same_cache(tmp_path
     face = TinyFace(1, size=8)
     x = (torch.rand(11, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).numpy()
     local = extract_features(face, x, chunk_size=4, cache=tmp_path / "local")
-    remote = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=RayExecutor())
+    ex = RayExecutor()
+    remote = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=ex)
     assert remote.computed == local.computed == 3
     for t in local.taps:
         np.testing.assert_array_equal(remote.taps[t], local.taps[t])
-    again = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=RayExecutor())
+    again = extract_features(face, x, chunk_size=4, cache=tmp_path / "ray", executor=ex)
+    ex.close()
     assert again.computed == 0  # every chunk came from the cache the Ray run wrote
     np.testing.assert_array_equal(again.embedding, local.embedding)
 

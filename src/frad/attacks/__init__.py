@@ -9,7 +9,7 @@ holds its files.
 
 from .base import CHANGE_THRESHOLD, PIXEL_MAX, PIXEL_MIN, Attack, AttackResult, FixedEpsilonAttack, MinimizationAttack
 from .carlini_wagner import CarliniWagnerL2
-from .criteria import Criterion, Misclassification, TargetedMisclassification, get_criterion
+from .criteria import Criterion, Misclassification, TargetedMisclassification, UndetectedMisclassification, get_criterion
 from .deep_features import DeepFeaturesAttack, knn_predict
 from .gradient import BIM, FGSM, L2MIFGSM, MIFGSM
 from .lbfgs import LBFGS
@@ -25,7 +25,7 @@ L2CarliniWagnerAttack = CarliniWagnerL2
 
 __all__ = [
     "Attack", "AttackResult", "FixedEpsilonAttack", "MinimizationAttack", "PIXEL_MIN", "PIXEL_MAX", "CHANGE_THRESHOLD",
-    "Criterion", "Misclassification", "TargetedMisclassification", "get_criterion",
+    "Criterion", "Misclassification", "TargetedMisclassification", "UndetectedMisclassification", "get_criterion",
     "FGSM", "BIM", "MIFGSM", "L2MIFGSM", "CarliniWagnerL2", "LBFGS", "DeepFeaturesAttack", "knn_predict",
     "LinfBasicIterativeAttack", "MomentumIterativeAttack", "L2CarliniWagnerAttack",
     "ATTACKS", "create_attack", "list_attacks", "attack_parameters",

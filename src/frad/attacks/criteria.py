@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Criterion", "Misclassification", "TargetedMisclassification", "get_criterion"]
+__all__ = [
+    "Criterion",
+    "Misclassification",
+    "TargetedMisclassification",
+    "UndetectedMisclassification",
+    "get_criterion",
+]
 
 
 def _as_labels(values: Any, what: str) -> Tensor:
@@ -82,6 +88,33 @@ class TargetedMisclassification(Criterion):
 
     def __call__(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=-1) == self.classes.to(logits.device)
+
+
+class UndetectedMisclassification(Misclassification):
+    """Untargeted against a model with a reject class (e.g. a detector's "flagged" class,
+    the last column of a guarded model's logits): success when the predicted class is
+    neither the true label nor ``reject`` (None: the last column).
+
+    Targeted attacks need no such criterion: predicting the target already means "not
+    flagged".
+    """
+
+    def __init__(self, labels: Any, reject: int | None = None) -> None:
+        super().__init__(labels)
+        if reject is not None and (isinstance(reject, bool) or not isinstance(reject, (int, np.integer))):
+            raise TypeError(f"reject must be a class index or None, got {reject!r}")
+        self.reject = None if reject is None else int(reject)
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        pred = logits.argmax(dim=-1)
+        reject = logits.shape[-1] - 1 if self.reject is None else self.reject
+        return (pred != self.classes.to(logits.device)) & (pred != reject)
+
+    def subset(self, index: Tensor | slice | Sequence[int]) -> Criterion:
+        return type(self)(self.classes[index], self.reject)
+
+    def to(self, device: torch.device | str) -> Criterion:
+        return type(self)(self.classes.to(device), self.reject)
 
 
 def get_criterion(criterion: Criterion | Tensor | np.ndarray | Sequence[int]) -> Criterion:

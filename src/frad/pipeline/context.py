@@ -136,6 +136,11 @@ class RunContext:
             raise AttributeError(f"RunContext has no artefact {', '.join(unknown)}; artefacts: {', '.join(self.artefacts())}")
         return list(names)
 
+    def close(self) -> None:
+        """Release what the run holds beyond its files (a Ray executor's actors)."""
+        if "executor" in self.__dict__:
+            self.executor.close()
+
     def path(self, *parts: str) -> Path:
         p = self.run_dir.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)

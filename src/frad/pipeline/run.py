@@ -111,7 +111,7 @@ def _run_stages(
     ran: list[str] = []
     skipped: list[str] = []
     seconds: dict[str, float] = {}
-    with _run_log(run_dir):
+    with _run_log(run_dir), contextlib.closing(ctx):
         log.info("frad %s: run %r in %s", __version__, cfg.name, run_dir)
         if took_over:
             log.info("took over the run folder from pid %s on %s, which ended without releasing it",

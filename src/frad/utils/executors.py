@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -37,6 +37,9 @@ class Executor(Protocol):
     each task's inputs on demand keeps memory bounded."""
 
     def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Iterable[T]) -> Iterator[tuple[int, R]]: ...
+
+    def close(self) -> None:
+        """Release what the executor holds between maps (Ray: its actors)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class ExecutorSpec:
 class LocalExecutor:
     """Runs every task here, in order, with one worker."""
 
+    def close(self) -> None:
+        """Nothing to release: each map's worker ends with the map."""
+
     def imap(self, factory: Callable[[], Callable[[T], R]], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
         worker = None
         try:
@@ -92,23 +98,36 @@ def _close(worker: Any) -> None:
 
 
 class _Actor:
-    """The Ray actor body: builds the worker once, then runs tasks on it."""
+    """The Ray actor body: holds one worker at a time, built from the factory a task names.
 
-    def __init__(self, factory: Callable[[], Callable[[Any], Any]], threads: int) -> None:
+    The factory travels as an object-store reference wrapped in a list (so Ray does not
+    resolve it for every task); the actor fetches and builds it only when a task names a
+    new map.  A restarted actor (its process died) rebuilds it from the task it retries."""
+
+    def __init__(self, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.worker = factory()
+        self.key: str | None = None
+        self.worker: Any = None
 
-    def run(self, task: Any) -> Any:
+    def run(self, key: str, factory: list[Any], task: Any) -> Any:
+        if key != self.key:
+            import ray
+
+            self.release()
+            self.worker, self.key = ray.get(factory[0])(), key
         return self.worker(task)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def release(self) -> None:
+        if self.worker is not None:
+            _close(self.worker)
+        self.worker, self.key = None, None
 
 
 class RayExecutor:
-    """Runs tasks on Ray actors, one worker per actor, kept for the whole map.
+    """Runs tasks on Ray actors that live as long as the executor (a run's feature and attack
+    stages share them, so actor processes start once); each map builds its worker once per actor.
 
     An actor whose process dies is restarted and its task retried (``max_restarts`` and
     ``max_task_retries``), so every task yields exactly one result.  Each actor asks for a
@@ -121,6 +140,8 @@ class RayExecutor:
         self.workers = workers
         self.num_cpus = num_cpus
         self.max_retries = max_retries
+        self._actors: list[Any] = []
+        self._threads = 1
 
     def _ray(self) -> Any:
         try:
@@ -145,26 +166,30 @@ class RayExecutor:
         if first is None:
             return
         ray = self._ray()
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        cpus = max(1, int(resources.get("CPU", 1)))
-        n = max(1, self.workers or (gpus or cpus))
-        threads = max(1, cpus // n)
-        remote = ray.remote(num_cpus=min(threads, cpus), num_gpus=1 if gpus else 0, max_restarts=self.max_retries,
-                            max_task_retries=self.max_retries)(_Actor)
-        factory_ref = ray.put(factory)  # sent once through the object store, built in every actor
-        actors: list[Any] = []
+        if not self._actors:  # sized once, from the cluster as it is at the first map
+            resources = ray.cluster_resources()
+            gpus = int(resources.get("GPU", 0))
+            cpus = max(1, int(resources.get("CPU", 1)))
+            self._n = max(1, self.workers or (gpus or cpus))
+            self._threads = max(1, cpus // self._n)
+            self._remote = ray.remote(num_cpus=min(self._threads, cpus), num_gpus=1 if gpus else 0,
+                                      max_restarts=self.max_retries, max_task_retries=self.max_retries)(_Actor)
+        key = uuid.uuid4().hex
+        factory_ref = [ray.put(factory)]  # sent once through the object store, built in each actor that runs a task
+        used: list[Any] = []
         pending: dict[Any, tuple[int, Any]] = {}  # result ref -> (task index, the actor running it)
-        free: list[Any] = []
+        free = list(self._actors)
         nxt: tuple[int, T] | None = first
         try:
             while nxt is not None or pending:
-                while nxt is not None and (free or len(actors) < n):
+                while nxt is not None and (free or len(self._actors) < self._n):
                     if not free:  # actors start as tasks arrive: no more actors than tasks
-                        actors.append(remote.remote(factory_ref, threads))
-                        free.append(actors[-1])
+                        self._actors.append(self._remote.remote(self._threads))
+                        free.append(self._actors[-1])
                     actor = free.pop()
-                    pending[actor.run.remote(nxt[1])] = (nxt[0], actor)
+                    if actor not in used:
+                        used.append(actor)
+                    pending[actor.run.remote(key, factory_ref, nxt[1])] = (nxt[0], actor)
                     nxt = next(todo, None)
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 i, actor = pending.pop(ref)
@@ -173,10 +198,19 @@ class RayExecutor:
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-            for a in actors:
+                    ray.cancel(ref)
+            for a in used:  # free the models; the actors stay for the next map
                 with contextlib.suppress(Exception):
-                    ray.kill(a)
+                    a.release.remote()
+
+    def close(self) -> None:
+        """End the actors (they also end with the driver)."""
+        import ray
+
+        for a in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self._actors = []
 
 
 def create_executor(spec: ExecutorSpec | str | None) -> Executor:
