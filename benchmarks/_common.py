@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,3 +31,10 @@ def report(payload: dict[str, Any], text: str, as_json: bool) -> None:
         sys.stdout.write("\n")
     else:
         print(text)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call of ``fn``."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from _common import report
+from _common import report, timed
 from bench_attacks import chips_for
 from frad.attacks import BIM, TargetedMisclassification
 from frad.detection.base import pixel_features
@@ -71,12 +70,6 @@ def fit_detector(kind: str, backbone: torch.nn.Module, x_nat: torch.Tensor, x_ad
     det.fit_features(feats, y, labels=labels).bind(backbone)
     det.set_threshold(det.score_features(fn), fpr=0.05)
     return det
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import report
+from _common import report, timed
 from frad.attacks import BIM, CarliniWagnerL2, Misclassification
 from frad.attacks.base import attack_mode
 from frad.attacks.gradient import input_gradient
@@ -56,12 +55,6 @@ class Unit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.m(x * 255)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

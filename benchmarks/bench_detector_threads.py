@@ -19,7 +19,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import report  # noqa: E402

@@ -183,7 +183,7 @@ def main() -> None:
         b, a, aw = stages["before/cpu"][name], stages["after/cpu"][name], stages["after/wall"][name]
         lines.append(f"  {name:<40} {b / 60:12.1f} m {a / 60:12.1f} m {aw / 60:12.1f} m {b / a if a else float('nan'):9.2f}x")
     lines.append(f"  deep features success / iterations: {df_stats}")
-    lines.append(f"  unit costs (cpu s): " + ", ".join(f"{k2} {v:.4f}" for k2, v in med_c.items()))
+    lines.append("  unit costs (cpu s): " + ", ".join(f"{k2} {v:.4f}" for k2, v in med_c.items()))
     report({"settings": vars(args), "unit_wall": med_w, "unit_cpu": med_c, "all_wall": wall, "all_cpu": cpu,
             "detector_epoch_seconds": det, "stages_seconds": stages, "deep_features": df_stats,
             "counts": {"attacks": len(run_cfg.attacks), "steps_per_source": steps_of, "df_problems": df_problems,
