@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,8 +165,6 @@ def run_attacks(
     ids ``template_labels``, default 0..C-1).  ``executor``: where shards run (default: here).
     Returns what happened to each shard, skipped ones first, then in the order they finished.
     """
-    from pathlib import Path
-
     out = Path(out_dir)
     n = len(images)
     if getattr(images, "ndim", 0) != 4:
