@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.allocator import keep_freed_memory_once
+
 __all__ = [
     "TapInfo",
     "Preprocessing",
@@ -222,6 +224,24 @@ class FaceModel(nn.Module):
     preprocess: nn.Module
     _memory_format: MemoryFormat = DEFAULT_MEMORY_FORMAT
     _weights_format: str | None = None  # the layout the 4-d weights were last converted to
+    _fused: bool = True
+
+    @property
+    def fused(self) -> bool:
+        """Whether the network runs its cheaper, equivalent graph (default ``True``).
+
+        What that means is the subclass's business (dlib's network: max-pool before the stem's
+        ReLU, in-place ReLU and residual add); outputs and input gradients are the same as
+        with ``fused=False`` (bit for bit for dlib's rewrites, see ``tests/test_fused.py``).
+        """
+        return self._fused
+
+    def set_fused(self, fused: bool) -> FaceModel:
+        """Run the cheaper equivalent graph (``True``) or the plain one (``False``); returns ``self``."""
+        if not isinstance(fused, bool):
+            raise ValueError(f"fused must be True or False, got {fused!r}")
+        self._fused = fused
+        return self
 
     @property
     def memory_format(self) -> MemoryFormat:
@@ -255,6 +275,8 @@ class FaceModel(nn.Module):
         """Preprocessed pixels in the layout the network runs in (weights converted on first use)."""
         if self._weights_format != self._memory_format:
             self._apply_memory_format()
+        if pixels.device.type == "cpu":
+            keep_freed_memory_once()
         x = self.preprocess(pixels)
         return _to_channels_last(x) if self._memory_format == "channels_last" else x
 

@@ -81,10 +81,16 @@ class _ResUnit(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=0 if self.down else 1)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(F.relu(self.conv1(x)))
+    def forward(self, x: Tensor, fused: bool = False) -> Tensor:
+        if not fused:
+            y = self.conv2(F.relu(self.conv1(x)))
+            shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+            return F.relu(_pad_add(y, shortcut))
+        # the same values; in place where autograd does not need the overwritten tensor
+        # (a convolution saves its input, ReLU its output, the add nothing)
+        y = self.conv2(F.relu_(self.conv1(x)))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(_pad_add(y, shortcut))
+        return F.relu_(y.add_(shortcut) if y.shape == shortcut.shape else _pad_add(y, shortcut))
 
 
 class DlibResNet(FaceModel):
@@ -126,9 +132,15 @@ class DlibResNet(FaceModel):
 
     def _features(self, x: Tensor, wanted: set[str]) -> tuple[Tensor, dict[str, Tensor]]:
         out: dict[str, Tensor] = {}
-        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
+        fused = self._fused
+        if fused:
+            # max-pool commutes with ReLU exactly (values and gradients): pooling first runs the
+            # ReLU and its backward on a 4x smaller map (benchmarks/bench_floor.py: fused)
+            x = F.relu_(F.max_pool2d(self.stem(x), 3, 2))
+        else:
+            x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
         for i, unit in enumerate(self.units):
-            x = unit(x)
+            x = unit(x, fused)
             name = self._tap_of_unit[i]
             if name in wanted:
                 out[name] = x
