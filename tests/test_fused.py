@@ -119,3 +119,18 @@ def test_keeping_freed_memory_stops_the_page_faults_and_the_env_var_turns_it_off
     kept, default = _page_faults(None), _page_faults("0")
     assert default > 20_000, default
     assert kept < default / 20, (kept, default)
+
+
+def test_experiment_config_turns_the_fused_graph_off():
+    from pathlib import Path
+
+    from frad.errors import ConfigError
+    from frad.pipeline.config import load_config, section_hash
+
+    path = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    cfg = load_config(path, {"model.fused": False})
+    assert cfg.model.fused is False and load_config(path).model.fused is None
+    # speed only: the features stage's fingerprint does not change with it
+    assert section_hash({"model": cfg.model}) == section_hash({"model": load_config(path).model})
+    with pytest.raises(ConfigError, match="model.fused"):
+        load_config(path, {"model.fused": "maybe"})

@@ -86,6 +86,7 @@ class ModelConfig:
     batch_size: int = 32
     # speed only, never results: repr=False keeps it out of the features stage's fingerprint
     memory_format: Literal["channels_last", "contiguous"] | None = field(default=None, repr=False)
+    fused: bool | None = field(default=None, repr=False)  # the model's cheaper equivalent graph (speed only)
 
     def check(self, where: str) -> None:
         from ..models.registry import list_models

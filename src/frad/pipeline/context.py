@@ -167,6 +167,8 @@ class RunContext:
         model = create_model(m.name, **kwargs).to(self.device).eval()
         if m.memory_format is not None and hasattr(model, "set_memory_format"):
             model.set_memory_format(m.memory_format)
+        if m.fused is not None and hasattr(model, "set_fused"):
+            model.set_fused(m.fused)
         return model
 
     @cached_property
