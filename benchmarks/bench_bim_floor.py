@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from _common import report
 from bench_attacks import chips_for
+
 from frad.attacks import BIM, Misclassification
 from frad.attacks.base import attack_mode
 from frad.attacks.gradient import input_gradient

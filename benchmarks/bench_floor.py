@@ -39,9 +39,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from _common import report
 from torch import Tensor, nn
 
-from _common import report
 from frad.models import create_model
 from frad.models.senet import senet50_ft
 from frad.utils import allocator

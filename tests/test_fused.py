@@ -16,12 +16,12 @@ import textwrap
 
 import pytest
 import torch
+from tiny_models import TinyFace
 
 from frad.attacks import BIM, Misclassification
 from frad.models.base import MEMORY_FORMATS
 from frad.models.classifier import FaceClassifier
 from frad.utils import allocator
-from tiny_models import TinyFace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

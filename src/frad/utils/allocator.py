@@ -21,7 +21,7 @@ import ctypes.util
 import os
 import threading
 
-__all__ = ["keep_freed_memory", "keep_freed_memory_once", "ENV_VAR"]
+__all__ = ["ENV_VAR", "keep_freed_memory", "keep_freed_memory_once"]
 
 ENV_VAR = "FRAD_KEEP_FREED_MEMORY"
 
