@@ -144,6 +144,10 @@ def test_report_sets_the_peer_beside_this_run(two_runs: tuple[Path, Path]) -> No
         assert [(r["attack"], r["setting"]) for r in mine] == ATTACKS  # BIM, CW, deep features; T and U
         assert all(r["Run"] == run for r in mine)
         assert [r["success on target"] for r in mine] == pytest.approx([s0 + 0.01 * i for i in range(len(ATTACKS))])
+    g = rows_of(t["transfer_at_a_glance"])  # both directions side by side, one row per attack and setting
+    assert [(r["Attack"], r["Setting"]) for r in g] == ATTACKS
+    assert g[2]["mobilefacenet -> dlib_resnet_v1: success on target"] == pytest.approx(0.12)
+    assert g[2]["dlib_resnet_v1 -> mobilefacenet: success on target"] == pytest.approx(0.32)
     # (c) headline figures side by side
     h = {r["Measure"]: r for r in rows_of(t["peer_headline"])}
     assert h["Verification ROC AUC"][cols[0]]["value"] == 0.999

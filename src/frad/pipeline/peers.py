@@ -15,7 +15,8 @@ run's results:
   attack success rates);
 - ``transfer_both_ways``: the transfer rows between this run's network and each peer's in
   both directions (this run's adversarials scored on the peer's network, and the peer's on
-  this one's), when the runs scored them (``transfer.models``);
+  this one's), when the runs scored them (``transfer.models``); ``transfer_at_a_glance``:
+  each direction's success on the target side by side, one row per attack and setting;
 - a ``peers`` section in ``results.json``: per peer its folder, status, provenance, the
   settings that differ and its warning.
 
@@ -317,7 +318,7 @@ def _runs_table(res: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[str, A
     notes = []
     for p in peers:
         if not p.usable:
-            rows.append([p.given, None, None, None, None, None, f"{p.path} ({p.status}: nothing shown)"])
+            rows.append([p.given, "", "", "", "", "", f"{p.path} ({p.status}: nothing shown; see the warning)"])
             continue
         r = p.results or {}
         rows.append([_run_name(r), _network(r), _dataset_text(r), r.get("created"), r.get("frad_version"),
@@ -370,8 +371,6 @@ def _headline_table(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if any(v is not None for v in values):
             rows.append([label, *[_cell(v, fmt) for v in values]])
 
-    add("Dataset", [_dataset_text(d) for d in docs])
-    add("Seed", [_get(d, "run", "config", "seed") for d in docs], "d")
     for key in ("head_top1", "identification_top1", "verification_auc", "verification_threshold"):
         label, fmt = SUMMARY_LABELS[key]
         add(label, [_get(d, "summary", key) for d in docs], fmt)
@@ -396,7 +395,40 @@ def _headline_table(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                       "the attack was crafted on (float32 adversarials)."]}
 
 
-def _transfer_table(res: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[str, Any] | None:
+def _attack_order(x: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Classifier attacks, then deep features by setting; numbers read as numbers (delta5 < delta10)."""
+    from ..utils.ordering import natural_key
+
+    df = str(x.get("attack")).startswith("deep_features")
+    return (df, str(x.get("setting")) if df else "", natural_key(str(x.get("attack"))))
+
+
+def _glance_table(directions: Sequence[tuple[str, str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Both directions side by side: one row per (attack, setting), two columns per direction."""
+    keys: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, _, sel in directions:
+        for x in sel:
+            keys.setdefault((str(x.get("attack")), str(x.get("setting"))), x)
+    order = sorted(keys, key=lambda k: _attack_order(keys[k]))
+    by_dir = [{(str(x.get("attack")), str(x.get("setting"))): x for x in sel} for _, _, sel in directions]
+    columns, formats = ["Attack", "Setting"], ["", ""]
+    for src, dst, _ in directions:
+        columns += [f"{src} -> {dst}: success on target", f"{src} -> {dst}: impersonation after"]
+        formats += ["pct1", "pct1"]
+    rows = []
+    for k in order:
+        row: list[Any] = [k[0], k[1]]
+        for d in by_dir:
+            x = d.get(k) or {}
+            row += [x.get("success on target"), x.get("impersonation after")]
+        rows.append(row)
+    return {"title": "Transfer at a glance: each direction's success on the target network",
+            "columns": columns, "rows": rows, "formats": formats,
+            "notes": ["From the table below (its columns 'success on target' and 'impersonation after'); n/a: the "
+                      "run of that direction had no such attack."]}
+
+
+def _transfer_table(res: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[str, Any]:
     from ..evaluation.transfer import transfer_table
 
     base = transfer_table({"rows": []})
@@ -405,6 +437,7 @@ def _transfer_table(res: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[st
     mine = _table_rows(res, "transfer")
     rows: list[list[Any]] = []
     notes: list[str] = []
+    directions: list[tuple[str, str, list[dict[str, Any]]]] = []
     for p in peers:
         if not p.usable:
             continue
@@ -414,18 +447,24 @@ def _transfer_table(res: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[st
             notes.append(f"Run {name} is on this run's network ({net}): no transfer between networks to show.")
             continue
         for who, src_rows, src, dst in ((this_name, mine, this_net, net), (name, _table_rows(r, "transfer"), net, this_net)):
-            sel = [x for x in src_rows if x.get("source") == src and x.get("target") == dst]
+            sel = sorted((x for x in src_rows if x.get("source") == src and x.get("target") == dst), key=_attack_order)
             if not sel:
                 notes.append(f"{src} -> {dst}: run {who} did not score its adversarials on {dst} (add it to that "
                              "run's transfer.models).")
+            else:
+                directions.append((src, dst, sel))
             rows += [[who, *[x.get(c) for c in cols]] for x in sel]
+    out: dict[str, Any] = {}
     if not rows and not notes:
-        return None
-    return {"title": f"Transfer both ways: {this_net} and "
+        return out
+    if directions:
+        out["transfer_at_a_glance"] = _glance_table(directions)
+    out["transfer_both_ways"] = {"title": f"Transfer both ways: {this_net} and "
                      + ", ".join(sorted({_network(p.results or {}) for p in peers if p.usable} - {this_net}) or ["?"]),
             "columns": ["Run", *cols], "rows": rows, "formats": ["", *base["formats"]],
             "notes": [*notes, "Each direction comes from the run that crafted the adversarials (the 'Run' column): "
                               "its own sources, on its own split.", *base["notes"][:2]]}
+    return out
 
 
 def peer_tables(results: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[str, Any]:
@@ -435,9 +474,7 @@ def peer_tables(results: Mapping[str, Any], peers: Sequence[PeerRun]) -> dict[st
     if len(docs) > 1:
         tables["peer_orderings"] = _orderings_table(docs)
         tables["peer_headline"] = _headline_table(docs)
-        t = _transfer_table(results, peers)
-        if t is not None:
-            tables["transfer_both_ways"] = t
+        tables.update(_transfer_table(results, peers))
     return tables
 
 

@@ -27,7 +27,7 @@ def source_revision() -> str | None:
         top = subprocess.run([git, "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         # frad's own checkout only: a wheel unpacked inside some other repository is not ours
-        if not top or not (Path(top) / "src" / "frad").resolve() == here:
+        if not top or (Path(top) / "src" / "frad").resolve() != here:
             return None
         rev = subprocess.run([git, "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
