@@ -111,7 +111,7 @@ def _changed_since(states: Mapping[str, Mapping[str, Any]], created: Any) -> lis
     for name, rec in states.items():
         status = rec.get("status")
         if status in ("running", "failed"):
-            out.append(f"stage {name} {'is running' if status == 'running' else 'failed'}")
+            out.append(f"stage {name} {'is running (or was interrupted)' if status == 'running' else 'failed'}")
         elif (name != "report" and isinstance(created, str) and isinstance(rec.get("finished"), str)
               and rec["finished"] > created):
             out.append(f"stage {name} ran again (finished {rec['finished']})")
@@ -122,6 +122,8 @@ def load_peer(given: str, run_dir: str | Path) -> PeerRun:
     """Read the peer run ``given`` (a path from ``report.compare_with``); never raises on a bad
     peer: what is wrong is in ``.warning`` (one sentence naming the folder)."""
     path = resolve_peer(given, run_dir)
+    if path.name == RESULTS_NAME and path.is_file():  # the peer's results.json named instead of its folder
+        path = path.parent
     where = f"report.compare_with: {given}" + (f" ({path})" if str(path) != given else "")
     if path == Path(run_dir).resolve():
         return PeerRun(given, path, status="self", warning=f"{where} is this run's own folder; left out")
@@ -138,7 +140,8 @@ def load_peer(given: str, run_dir: str | Path) -> PeerRun:
                 "is shown"))
         names = _stage_names()
         done = [n for n in names if (states.get(n) or {}).get("status") == "done"]
-        busy = [f"{n} {states[n].get('status')}" for n in names if (states.get(n) or {}).get("status") in ("running", "failed")]
+        busy = [f"{n} {states[n].get('status')}" for n in names
+                if (states.get(n) or {}).get("status") in ("running", "failed")]
         return PeerRun(given, path, status="unfinished", warning=(
             f"{where}: the run has not finished (no results.json yet; {len(done)} of {len(names)} stages done"
             + (f", {', '.join(busy)}" if busy else "") + "), so nothing of it is shown; when it has finished, "
