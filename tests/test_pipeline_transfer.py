@@ -65,3 +65,47 @@ def test_own_network_row_agrees_with_the_runs_table3(transfer_run: Path) -> None
         assert mine["n"] == theirs["n"]
         assert mine["adversarial_pct"] == pytest.approx(theirs["adversarial_pct"])
         assert mine["original_pct"] == pytest.approx(theirs["original_pct"])
+
+
+def test_compare_with_reruns_only_the_report_and_shows_both_directions(transfer_run: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    """report.compare_with on a finished run: only the report stage runs again, and the report
+    sets the peer beside it.  The peer stands for a run on the other network that transferred
+    back: its results.json is this run's with the two networks swapped."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "runs" / "tiny-transfer"
+    shutil.copytree(transfer_run, run)
+    peer = tmp_path / "runs" / "tiny-peer"
+    (peer / "stages").mkdir(parents=True)
+    res = json.loads((run / "results.json").read_text())
+    swap = {"dlib_resnet_v1": "tiny_face", "tiny_face": "dlib_resnet_v1"}
+    res["tables"]["transfer"]["rows"] = [[swap.get(c, c) if i < 2 else c for i, c in enumerate(r)]
+                                         for r in res["tables"]["transfer"]["rows"]]
+    res["network"]["name"], res["run"]["name"] = "tiny_face", "tiny-peer"
+    (peer / "results.json").write_text(json.dumps(res))
+    cfg = yaml.safe_load((transfer_run.parent / "t.yaml").read_text())
+    cfg["report"]["compare_with"] = ["../tiny-peer"]
+    assert main(["run", str(write_config(tmp_path / "c.yaml", cfg)), "--out", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ran"] == ["report"]
+
+    out = json.loads((run / "results.json").read_text())
+    assert out["warnings"] == res["warnings"]  # the peer is complete: nothing to warn about
+    assert out["peers"]["runs"][0]["status"] == "ok" and out["peers"]["runs"][0]["network"] == "tiny_face"
+    both = out["tables"]["transfer_both_ways"]
+    rows = [dict(zip(both["columns"], r)) for r in both["rows"]]
+    assert {(r["source"], r["target"], r["Run"]) for r in rows} == {
+        ("dlib_resnet_v1", "tiny_face", "tiny-transfer"), ("tiny_face", "dlib_resnet_v1", "tiny-peer")}
+    attacks = {(r["attack"], r["setting"]) for r in rows if r["source"] == "tiny_face"}
+    assert {("bim-T-eps0.03", "targeted"), ("cw_l2-U", "untargeted"), ("deep_features-delta5", "targeted"),
+            ("deep_features-delta5", "untargeted")} <= attacks
+    # the orderings' column of this run is the detectors' own check, counts and all
+    check = json.loads((run / "detection" / "results.json").read_text())["orderings"]
+    col = "dlib_resnet_v1 (this run)"
+    o = {r[0]: dict(zip(out["tables"]["peer_orderings"]["columns"], r)) for r in out["tables"]["peer_orderings"]["rows"]}
+    cw = check["cw_hardest"]
+    assert o["CW is the hardest family to detect"][col].split(";")[0].endswith(f"({cw['count']}/{cw['total']})")
+    md = (run / "report.md").read_text()
+    assert "Transfer both ways" in md and "tiny\\_face (run tiny-peer)" in md

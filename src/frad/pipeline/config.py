@@ -303,9 +303,17 @@ class ReportConfig:
     demo: bool = False
     note: str | None = None
     examples: int = 4
+    #: other run folders shown beside this run (frad.pipeline.peers); repr=False keeps the setting out of
+    #: the scenarios stage's fingerprint, the report stage adds it to its own when it is set
+    compare_with: list[str] = field(default_factory=list, repr=False)
 
     def check(self, where: str) -> None:
         _at_least(self.examples, 0, f"{where}.examples")
+        for i, p in enumerate(self.compare_with):
+            if not p.strip():
+                raise ConfigError(f"{where}.compare_with[{i}]: the path of another run's folder is needed, got {p!r}")
+        if len(set(self.compare_with)) != len(self.compare_with):
+            raise ConfigError(f"{where}.compare_with: a run folder is named twice ({self.compare_with})")
 
 
 @dataclass

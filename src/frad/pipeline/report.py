@@ -18,6 +18,7 @@ API:
 
     {
       "frad_version": str, "created": ISO time,
+      "commit": str | null,                        # the frad checkout's commit ("+dirty": local changes)
       "run": {"name": str, "config_file": str | null, "config": {...the full config...}},
       "dataset": {"name": str, "variant": str | null, "synthetic": bool,
                   "identities": int, "images": int},
@@ -38,7 +39,11 @@ API:
       "examples": {attack_name: {"file": "figures/examples-<attack>.png", "caption": str,
                                  "title": str (optional)}},
       "summary": {key: value},                     # headline numbers
-      "summary_labels": {key: [label, format]}     # how the report names and prints them
+      "summary_labels": {key: [label, format]},    # how the report names and prints them
+      "orderings": {...},                          # the detectors' orderings check, with its counts
+      "peers": {"compare_with": [str], "runs": [{"given", "path", "status", "warning", "name",
+                "network", "created", "frad_version", "commit", "dataset", "differs",
+                "orderings"}]}                     # report.compare_with (frad.pipeline.peers)
     }
 
 Units: every rate and share in the tables and the summary of ``results.json`` (success
@@ -415,6 +420,7 @@ def _build(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | None) -
         ("Run", name),
         ("Created", _text(results.get("created")) or NA),
         ("frad version", _text(results.get("frad_version")) or NA),
+        *([("Source commit", _text(results["commit"]))] if results.get("commit") else []),
         ("Config file", _text(run.get("config_file")) or NA),
     ]
     ff = dataset.get("face_finding")

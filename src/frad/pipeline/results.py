@@ -17,6 +17,7 @@ from .. import __version__
 from ..evaluation import paper
 from ..evaluation import scenarios as S
 from ..utils.io import read_json
+from ..utils.revision import source_revision
 from .config import config_to_dict
 from .context import RunContext
 from .presentation import (beside_paper, percent_columns_to_fractions, summary_labels, _face_finding_of, _network,
@@ -263,6 +264,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     return {
         "frad_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commit": source_revision(),  # the frad checkout's commit, when there is one (peer reports name it)
         "title": cfg.report.title or f"frad run: {cfg.name}",
         "run": {"name": cfg.name, "description": cfg.description, "config_file": "config.yaml",
                 "config": config_to_dict(cfg)},
@@ -293,4 +295,5 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
             "sources_left_out": int((attacks.get("selection") or {}).get("left_out_misrecognised", 0)),
         },
         "summary_labels": summary_labels(scen.get("df_success") or {}),
+        "orderings": det.get("orderings") or {},  # check_orderings' counts, for reports that compare runs
     }

@@ -536,10 +536,12 @@ def run_scenarios(ctx: RunContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- 10. report
 def run_report(ctx: RunContext) -> dict[str, Any]:
+    from .peers import add_peers
     from .report import write_report
     from .results import build_results
 
     results = build_results(ctx)
+    results = add_peers(results, ctx.cfg.report.compare_with, ctx.run_dir)  # report.compare_with: peer runs beside
     write_json(ctx.path("results.json"), results)
     paths = write_report(ctx.run_dir)
     log.info("report: %s", paths["html"])
@@ -587,5 +589,8 @@ STAGES: list[Stage] = [
     Stage("transfer", "transfer to further networks", ("recognition", "attacks", "deep_features"),
           _s("transfer", "recognition", "seed"), _run_transfer),
     Stage("report", "report", ("detectors", "benchmark", "scenarios", "transfer"), lambda cfg: {"report": cfg.report, "name": cfg.name,
-                                                          "description": cfg.description}, run_report),
+                                                          "description": cfg.description,
+                                                          **({"compare_with": cfg.report.compare_with}
+                                                             if cfg.report.compare_with else {})}, run_report,
+          version=2),  # 2: results.json records the orderings' counts and the commit; peer runs (compare_with)
 ]
