@@ -278,8 +278,9 @@ class _Stage:
 
     def key(self, u: Unit) -> str:
         dets = [u.detector] if u.detector else list(self.chosen)
+        # thresholds to 6 digits: the last bits of a float32 score move with the torch thread count
         return _digest([self.base_key, u.name, [self.info[d]["digest"][u.goal] for d in dets],
-                        [self.info[d]["threshold"][u.goal] for d in dets]])
+                        [float(f"{self.info[d]['threshold'][u.goal]:.6g}") for d in dets]])
 
     def path(self, u: Unit) -> Path:
         return self.dir / "units" / f"{u.name}.json"
