@@ -335,7 +335,7 @@ class SecurityConfig:
     attacks: list[Literal["bim", "cw_l2", "deep_features"]] = field(
         default_factory=lambda: ["bim", "cw_l2", "deep_features"])
     settings: list[Literal["targeted", "untargeted"]] = field(default_factory=lambda: ["targeted", "untargeted"])
-    max_sources: int | None = 24
+    max_sources: int | None = 32
     fpr: float = 0.05
     bim_epsilon: float = 0.03
     bim_steps: int = 10
