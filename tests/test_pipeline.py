@@ -41,7 +41,11 @@ TINY = {
     "benchmark": {"detectors": ["lstm-medoid-cosine", "mahalanobis", "mahalanobis-unsupervised", "lid", "deep-knn",
                                 "fusion"]},
     "report": {"demo": True, "examples": 2},
+    # off for the runs that test other stages; tiny_security_run turns it on
+    "security": {"enabled": False, "max_sources": 2, "bim_steps": 2, "cw_binary_search_steps": 1, "cw_steps": 4,
+                 "deep_features_max_iter": 4, "curve_epsilons": [0.01, 0.03], "batch_size": 8},
 }
+SECURE = {**TINY, "security": {**TINY["security"], "enabled": True}}
 
 
 def write_config(path: Path, data: dict) -> Path:
@@ -71,6 +75,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["run", str(cfg), "--out", str(d / "run")]) == 0
     elapsed = time.perf_counter() - t0
     assert elapsed < 120, f"the tiny pipeline took {elapsed:.0f} s"
+    return d / "run"
+
+
+@pytest.fixture(scope="module")
+def tiny_security_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run with the security stage turned on: only it and the report run."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("tiny-security")
+    shutil.copytree(tiny_run, d / "run")
+    cfg = write_config(d / "secure.yaml", SECURE)
+    assert main(["run", str(cfg), "--out", str(d / "run")]) == 0
+    log = (d / "run" / "log.txt").read_text()
+    assert re.search(r"stage benchmark\s+up to date, skipped", log) and "security: 3 detectors" in log
     return d / "run"
 
 
@@ -110,7 +128,8 @@ def test_changed_detector_settings_rerun_only_what_follows(tiny_run: Path, tmp_p
     cfg = write_config(tmp_path / "changed.yaml", changed)
     assert main(["run", str(cfg), "--out", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ran"] == ["detectors", "benchmark", "report"]  # the benchmark reuses the detectors' settings
+    # the benchmark reuses the detectors' settings; the security stage attacks the benchmark's detectors
+    assert out["ran"] == ["detectors", "benchmark", "security", "report"]
 
 
 def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tmp_path: Path) -> None:
@@ -140,6 +159,75 @@ def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tm
     assert a == b
 
 
+def test_security_stage_fills_its_tables_and_summary(tiny_security_run: Path, capsys) -> None:
+    run = tiny_security_run
+    results = json.loads((run / "results.json").read_text())
+    sec = json.loads((run / "security" / "results.json").read_text())
+    # paper-best, mahalanobis and frad-best: three detectors, each with its role
+    assert set(sec["detectors"]) == {"lstm-medoid-cosine", "mahalanobis", "fusion"}
+    assert sec["detectors"]["fusion"]["roles"] == ["frad-best"]
+    assert sec["sources"]["attacked"] == 2
+    verdict = results["tables"]["security"]
+    assert [r[0].split(" [")[0] for r in verdict["rows"]] == [sec["detectors"][d]["title"] for d in sec["detectors"]]
+    for row in verdict["rows"]:
+        assert all(0.0 <= v <= 1.0 for v in row[2:8])
+        assert row[4] >= max(row[2], row[3]) and row[7] >= max(row[5], row[6])  # either: per source, the better
+    assert any("BPDA" in n for n in verdict["notes"])
+    cells = results["tables"]["security_float32"]["rows"]
+    assert len(cells) == 3 * 3 * 2 and len(results["tables"]["security_uint8"]["rows"]) == len(cells)
+    # one cell recomputed from the stage's per-source outcomes: targeted BIM against Mahalanobis
+    unit = json.loads((run / "security" / "units" / "adaptive-mahalanobis-bim-targeted-0.03.json").read_text())
+    o = unit["outcomes"]["mahalanobis"]["float32"]
+    thr = sec["detectors"]["mahalanobis"]["threshold"]["targeted"]
+    through = sum(f and s < thr for f, s in zip(o["fooled"], o["score"])) / 2
+    row = next(r for r in sec["rows"] if (r["detector"], r["attack"], r["goal"], r["rounding"])
+               == ("mahalanobis", "bim", "targeted", "float32"))
+    assert row["adaptive_through"] == through
+    # the curve: one point per budget, detector, float32 / uint8
+    assert sorted({r["budget"] for r in sec["curve"]}) == [0.01, 0.03] and len(sec["curve"]) == 2 * 3 * 2
+    assert (run / results["figures"]["security_curve"]["file"]).is_file()
+    key = "security_mahalanobis_through_adaptive"
+    assert results["summary"][key] is not None and key in results["summary_labels"]
+    report = (run / "report.md").read_text()
+    assert "Security: share of attacks that get through undetected at 5% false positives" in report
+    assert main(["run", str(write_config(run.parent / "again.yaml", SECURE)), "--out", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ran"] == [] and key in out["summary"]
+
+
+def test_interrupted_security_stage_resumes_its_finished_runs(tiny_security_run: Path, tmp_path: Path) -> None:
+    """A security stage stopped after some attack runs redoes only the others, and ends with the
+    numbers of the uninterrupted stage."""
+    import shutil
+
+    import frad
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_security_run, run)
+    units = sorted((run / "security" / "units").glob("*.json"))
+    redo = [units[0], units[-1]]
+    kept = {p.name: p.read_bytes() for p in units if p not in redo}
+    lost = {p.name: json.loads(p.read_text()) for p in redo}
+    # the state an interruption leaves: some runs saved, no results, the stage's record 'running'
+    for p in redo:
+        p.unlink()
+    (run / "security" / "results.json").unlink()
+    rec = json.loads((run / "stages" / "security.json").read_text())
+    (run / "stages" / "security.json").write_text(json.dumps({**rec, "status": "running"}))
+    out = frad.run(write_config(tmp_path / "secure.yaml", SECURE), run)
+    assert out.ran == ["security", "report"]
+    log = (run / "log.txt").read_text()
+    assert "resuming an interrupted run" in log
+    assert re.search(rf"{len(units)} attack runs, {len(units) - 2} done already", log)
+    assert {p.name: p.read_bytes() for p in units if p not in redo} == kept  # not redone
+    for p in redo:  # redone, to the same outcomes
+        again = json.loads(p.read_text())
+        assert again["key"] == lost[p.name]["key"] and again["outcomes"] == lost[p.name]["outcomes"]
+    a = comparable(json.loads((tiny_security_run / "results.json").read_text()))
+    b = comparable(json.loads((run / "results.json").read_text()))
+    assert a == b
+
+
 # ---------------------------------------------------------------- config errors
 @pytest.mark.parametrize(
     ("change", "message"),
@@ -154,6 +242,8 @@ def test_interrupted_attack_stage_resumes_to_the_same_results(tiny_run: Path, tm
         ({"deep_features": {"deltas": [0]}}, "deep_features.deltas: a positive number"),
         ({"model": {"name": "resnet9000"}}, "model.name: unknown face model"),
         ({"detection": {"test_size": 1.5}}, "detection.test_size"),
+        ({"security": {"detectors": ["lstm-centroid-euclidean"]}}, "security.detectors: lstm-centroid-euclidean not among"),
+        ({"security": {"attacks": ["pgd"]}}, "security.attacks[0]: one of"),
     ],
 )
 def test_bad_config_fails_before_any_work_with_one_line(tmp_path: Path, capsys, change: dict, message: str) -> None:

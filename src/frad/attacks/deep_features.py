@@ -11,7 +11,14 @@ variable, 13.5 MB for a 150x150 face); ``batched=False`` solves them one at a ti
 ``minimize``.  Worker processes can split the images further.  ``phi`` is the face model's embedding (or a chosen tap, globally
 average-pooled).  A k-NN over the FR system's class templates, with the system's metric,
 guides the run: it stops at the first evaluated point the k-NN assigns to the target
-(targeted) or to any identity other than the true one (untargeted).  The guide is the
+(targeted) or to any identity other than the true one (untargeted).  A model with a reject
+output (``forward_guarded``, e.g.
+:class:`~frad.evaluation.adaptive.DetectorPenalisedEmbedding`: a face model with a
+detector's loss added) also says at each point whether its detector flags it; the criterion
+then judges the k-NN's verdict with a "flagged" class that wins where the detector flags
+(as :class:`~frad.evaluation.adaptive.GuardedModel` does), so with
+``UndetectedMisclassification`` or ``TargetedMisclassification`` the run stops only at a
+point that fools the k-NN *and* is not flagged.  The guide is the
 target's template (the one nearest the source if a class has several); untargeted, the
 nearest template of another identity; guide images may be given instead.
 
@@ -82,16 +89,18 @@ class _Shared:
     history: int
     ftol: float
     gtol: float
+    #: judges the k-NN's verdict (class-id columns, "flagged" last; see :func:`_verdict`)
+    criterion: Criterion
+    #: columns of the verdict before "flagged" (largest class id + 1)
+    width: int
 
 
 @dataclass
 class _Job:
-    index: int
+    index: int  # the image's row in the call (its row of the criterion)
     x: np.ndarray  # 3 x H x W float32 pixels
     delta: float
     guide: np.ndarray  # D (feature space of phi)
-    label: int  # true class id
-    target: int  # target class id, or -1 untargeted
     shared: _Shared
 
 
@@ -99,13 +108,28 @@ class _Found(Exception):
     pass
 
 
-def _features(model: nn.Module, x: Tensor, feature: str) -> tuple[Tensor, Tensor]:
-    """(embedding, phi) of pixels ``x`` from one pass; phi is the embedding or a pooled tap."""
+def _features(model: nn.Module, x: Tensor, feature: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(embedding, phi, flagged) of pixels ``x`` from one pass; phi is the embedding or a
+    pooled tap; flagged (N,) bool for a model with a reject output (``forward_guarded``), else None."""
+    guarded = getattr(model, "forward_guarded", None)
+    if guarded is not None:
+        emb, margin = guarded(x)
+        return emb, emb, margin.detach() >= 0
     if feature == EMBEDDING:
         emb = model(x)
-        return emb, emb
+        return emb, emb, None
     emb, taps = model.forward_intermediates(x, [feature], pool=True)  # type: ignore[operator]
-    return emb, taps[feature]
+    return emb, taps[feature], None
+
+
+def _verdict(pred: Tensor, flagged: Tensor | None, width: int) -> Tensor:
+    """The k-NN's verdict as logits for a criterion: 1 at the assigned class id, and a last
+    "flagged" column that wins exactly where the detector flags (-1 where it does not, or
+    where the model has no detector)."""
+    out = torch.zeros(len(pred), width + 1, device=pred.device)
+    out[torch.arange(len(pred), device=pred.device), pred.long()] = 1.0
+    out[:, -1] = -1.0 if flagged is None else torch.where(flagged.to(pred.device), 2.0, -1.0)
+    return out
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -132,9 +156,11 @@ def _solve(model: nn.Module, job: _Job) -> tuple[int, np.ndarray, int, int, floa
     labels = torch.from_numpy(s.labels).long().to(dev)
     state = {"evals": 0, "its": 0, "loss": float("nan"), "pred": -1}
 
+    crit = s.criterion.subset([job.index])
+
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         xz = torch.from_numpy(z).to(dev, dt).view(1, *shape).requires_grad_(True)
-        emb, phi = _features(model, xz, s.feature)
+        emb, phi, flagged = _features(model, xz, s.feature)
         if s.normalize:
             phi = phi / phi.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         loss = (phi[0] - guide).pow(2).sum()
@@ -142,7 +168,8 @@ def _solve(model: nn.Module, job: _Job) -> tuple[int, np.ndarray, int, int, floa
         state["loss"] = float(loss.detach())
         pred = int(knn_predict(emb.detach(), templates, labels, s.metric, s.k)[0])
         state["pred"] = pred
-        if (pred == job.target) if job.target >= 0 else (pred != job.label):
+        verdict = _verdict(torch.tensor([pred], device=dev), flagged, s.width)
+        if bool(crit(verdict.to(crit.classes.device))[0]):
             raise _Found(z.copy())
         (g,) = torch.autograd.grad(loss, xz)
         return float(loss.detach()), g.detach().double().cpu().numpy().ravel()
@@ -182,21 +209,19 @@ def _solve_batch(model: nn.Module, jobs: Sequence[_Job]) -> list[tuple[int, np.n
         guides = guides / guides.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     templates = torch.from_numpy(s.templates).float().to(dev)
     labels = torch.from_numpy(s.labels).long().to(dev)
-    targets = torch.tensor([j.target for j in jobs], device=dev)
-    true = torch.tensor([j.label for j in jobs], device=dev)
+    crit = s.criterion.subset([j.index for j in jobs]).to(dev)
     last_loss = np.full(len(jobs), np.nan)
     last_pred = np.full(len(jobs), -1, np.int64)
 
     def evaluate(idx: list[int], X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ii = torch.tensor(idx, device=dev)
         xz = torch.from_numpy(X).to(dev, dt).view(len(idx), *shape).requires_grad_(True)
-        emb, phi = _features(model, xz, s.feature)
+        emb, phi, flagged = _features(model, xz, s.feature)
         if s.normalize:
             phi = phi / phi.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         loss = (phi - guides[ii]).pow(2).sum(dim=1)
         pred = knn_predict(emb.detach(), templates, labels, s.metric, s.k)
-        t = targets[ii]
-        found = torch.where(t >= 0, pred == t, pred != true[ii])
+        found = crit.subset(ii)(_verdict(pred, flagged, s.width))
         f = loss.detach().double().cpu().numpy()
         last_loss[idx] = f
         last_pred[idx] = pred.cpu().numpy()
@@ -421,13 +446,15 @@ class DeepFeaturesAttack(Attack):
         if missing:
             what = "targets" if crit.targeted else "labels"
             raise ValueError(f"{what} {missing[:5]} are not among the template class ids")
+        if int(tl.min()) < 0:
+            raise ValueError(f"template_labels must be class ids >= 0, got {int(tl.min())}")
         if guide_images is not None and (not isinstance(guide_images, Tensor) or guide_images.shape != x.shape):
             raise ValueError(f"guide_images must be a tensor shaped like the inputs {tuple(x.shape)}")
 
         with attack_mode(model):
             with torch.no_grad():
                 if guide_images is not None:
-                    g_emb, g_phi = _features(model, guide_images.to(x.device).float(), feature)
+                    g_emb, g_phi, _ = _features(model, guide_images.to(x.device).float(), feature)
                     guides = g_phi.float().cpu()
                     guide_labels = knn_predict(g_emb.float().cpu(), tpl, tl, metric, self.k)
                 else:
@@ -436,23 +463,22 @@ class DeepFeaturesAttack(Attack):
             shared = _Shared(
                 templates=tpl.numpy(), labels=tl.numpy(), metric=metric, k=self.k, feature=feature,
                 normalize=normalize, max_iterations=self.max_iterations, history=self.history,
-                ftol=float(self.ftol), gtol=float(self.gtol),
+                ftol=float(self.ftol), gtol=float(self.gtol), criterion=crit.to("cpu"), width=int(tl.max()) + 1,
             )
             xs = x.detach().float().cpu().numpy()
-            target_of = classes.tolist() if crit.targeted else [-1] * len(x)
-            label_of = classes.tolist() if not crit.targeted else [-1] * len(x)
 
             def judge(adv: Tensor) -> tuple[Tensor, Tensor]:
+                """(success by the criterion, the k-NN's identity) of each adversarial."""
                 with torch.no_grad():
-                    pred = knn_predict(model(adv).float(), tpl, tl, metric, self.k).to(adv.device)
-                c = crit.classes.to(adv.device)
-                return (pred == c) if crit.targeted else (pred != c), pred
+                    emb, _, flagged = _features(model, adv, EMBEDDING)
+                    pred = knn_predict(emb.float(), tpl, tl, metric, self.k).to(adv.device)
+                return crit.to(adv.device)(_verdict(pred, flagged, shared.width)), pred
 
             raws, clips, its, evs, found, losses, glabs = [], [], [], [], [], [], []
             for delta in deltas:
                 d = float(delta)  # type: ignore[arg-type]
                 jobs = [
-                    _Job(i, xs[i], d, guides[i].numpy(), int(label_of[i]), int(target_of[i]), shared)
+                    _Job(i, xs[i], d, guides[i].numpy(), shared)
                     for i in range(len(x))
                 ]
                 out = sorted(self._run_jobs(model, jobs), key=lambda r: r[0])

@@ -520,8 +520,11 @@ class DetectorPenalisedEmbedding(nn.Module):
     over the originals (Euclidean and cosine alike).  Exact for the Euclidean metric (dlib's);
     with cosine the attack normalises the padded embedding, so the weight is approximate.
 
-    The attack stops at the first point the k-NN assigns to the target (or to another
-    identity): whether that point is also unflagged is judged afterwards by the caller.
+    :meth:`forward_guarded` also gives the detector's margin, so the attack's criterion sees a
+    "flagged" verdict where ``m >= 0``: with ``TargetedMisclassification`` or
+    ``UndetectedMisclassification`` the attack stops only at a point that the k-NN assigns to
+    the target (or to another identity) *and* that the detector does not flag; with
+    ``weight = 0`` it is the plain attack with that stopping rule.
     """
 
     def __init__(self, face_model: nn.Module, detector: DetectorMargin, weight: float = 1.0) -> None:
@@ -540,9 +543,15 @@ class DetectorPenalisedEmbedding(nn.Module):
         emb, out = self.face_model.forward_intermediates(pixels, list(self.detector.taps), pool=True)
         return emb, self.weight * torch.nn.functional.softplus(self.detector(out))
 
+    def forward_guarded(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """(padded embedding (N, D + 1) as :meth:`forward` gives it, detector margin (N,)) from one pass."""
+        emb, out = self.face_model.forward_intermediates(pixels, list(self.detector.taps), pool=True)
+        m = self.detector(out)
+        pen = self.weight * torch.nn.functional.softplus(m)
+        return torch.cat([emb, pen.clamp_min(1e-30).sqrt()[:, None]], dim=1), m
+
     def forward(self, pixels: Tensor) -> Tensor:
-        emb, pen = self.penalty(pixels)
-        return torch.cat([emb, pen.clamp_min(1e-30).sqrt()[:, None]], dim=1)
+        return self.forward_guarded(pixels)[0]
 
     @staticmethod
     def pad_templates(templates: Tensor | np.ndarray) -> Tensor:

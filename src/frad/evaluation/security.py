@@ -43,7 +43,15 @@ from ..errors import ConfigError, DataError
 from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
 from ..utils.metrics import rank_auc
 
-__all__ = ["summarise_attack", "security_evaluation", "security_curve", "ROUNDINGS"]
+__all__ = [
+    "summarise_attack",
+    "security_evaluation",
+    "security_curve",
+    "non_adaptive_adversarials",
+    "adaptive_adversarials",
+    "source_outcomes",
+    "ROUNDINGS",
+]
 
 ROUNDINGS: tuple[str, ...] = ("float32", "uint8")
 
@@ -117,6 +125,80 @@ def _best_untargeted(
     return torch.where(take_ru.to(x.device)[:, None, None, None], adv_ru, adv_undetected)
 
 
+def _criteria(classes: Tensor, targeted: bool) -> tuple[Any, Any]:
+    """(non-adaptive criterion, adaptive criterion) of a goal."""
+    if targeted:
+        return TargetedMisclassification(classes), TargetedMisclassification(classes)
+    return Misclassification(classes), UndetectedMisclassification(classes)
+
+
+def non_adaptive_adversarials(
+    attack: Attack, eps: Any, fr_model: nn.Module, pixels: Tensor, classes: ArrayLike, *, targeted: bool,
+    templates: ArrayLike | None = None, template_labels: ArrayLike | None = None,
+) -> Tensor:
+    """The attack on the FR system alone (``classes``: labels, or targets when ``targeted``);
+    the deep-features attack runs on ``fr_model.backbone`` guided by ``templates``."""
+    c = torch.as_tensor(np.asarray(classes)).long()
+    crit = _criteria(c, targeted)[0]
+    if isinstance(attack, DeepFeaturesAttack):
+        if templates is None:
+            raise ConfigError("the deep-features attack needs templates")
+        tpl = torch.as_tensor(np.asarray(templates, np.float32))
+        return attack(fr_model.backbone, pixels, crit, epsilons=eps, templates=tpl,  # type: ignore[union-attr]
+                      template_labels=template_labels).clipped[0]
+    return attack(fr_model, pixels, crit, epsilons=eps).clipped[0]
+
+
+def adaptive_adversarials(
+    attack: Attack, eps: Any, fr_model: nn.Module, detector: Any, threshold: float, pixels: Tensor,
+    classes: ArrayLike, *, targeted: bool, formulation: str = "margin", scale: float = 1.0,
+    templates: ArrayLike | None = None, template_labels: ArrayLike | None = None, detector_weight: float = 1.0,
+    batch_size: int = 32, margin: Any = None,
+) -> Tensor:
+    """The attack on the FR system guarded by ``detector`` at ``threshold`` (see the module doc):
+    gradient attacks run on the :class:`GuardedModel` (untargeted: the better of the
+    undetected-criterion run and the runner-up-target run per source); the deep-features
+    attack on the :class:`DetectorPenalisedEmbedding` with weight ``detector_weight``, stopping
+    only where the k-NN is fooled and the detector does not flag.  ``margin``: the
+    detector's differentiable margin at ``threshold``, if already built."""
+    from ..models.base import module_device
+
+    c = torch.as_tensor(np.asarray(classes)).long()
+    if margin is None:
+        margin = detector_margin(detector, threshold=threshold)
+    margin = margin.to(module_device(fr_model))
+    crit = _criteria(c, targeted)[1]
+    if isinstance(attack, DeepFeaturesAttack):
+        if templates is None:
+            raise ConfigError("the deep-features attack needs templates")
+        tpl = torch.as_tensor(np.asarray(templates, np.float32))
+        penalised = DetectorPenalisedEmbedding(fr_model.backbone, margin, weight=detector_weight)  # type: ignore[arg-type]
+        return attack(penalised, pixels, crit, epsilons=eps, templates=penalised.pad_templates(tpl),
+                      template_labels=template_labels).clipped[0]
+    guarded = GuardedModel(fr_model, margin, formulation=formulation, scale=scale)
+    adv = attack(guarded, pixels, crit, epsilons=eps).clipped[0]
+    if not targeted:
+        adv = _best_untargeted(attack, eps, guarded, fr_model, detector, threshold, pixels, c, adv, batch_size)
+    return adv
+
+
+def source_outcomes(
+    fr_model: nn.Module, detector: Any, pixels: Tensor, adversarials: Tensor, classes: ArrayLike, *,
+    targeted: bool, batch_size: int = 32,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per rounding (``float32``, ``uint8``), per source: ``fooled`` (the FR system), the
+    detector's ``score``, ``l2`` and ``linf`` (pixels) -- what :func:`summarise_attack` reads."""
+    c = torch.as_tensor(np.asarray(classes)).long()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for rounding in ROUNDINGS:
+        a = quantise(adversarials) if rounding == "uint8" else adversarials
+        l2, linf, _ = perturbation_stats(pixels, a)
+        out[rounding] = {"fooled": _fooled(fr_model, a, c, targeted, batch_size),
+                         "score": np.asarray(detector.score_samples(a, batch_size=batch_size), np.float64),
+                         "l2": l2.cpu().numpy().astype(np.float64), "linf": linf.cpu().numpy().astype(np.float64)}
+    return out
+
+
 def security_evaluation(
     fr_model: nn.Module,
     detectors: Mapping[str, Any],
@@ -164,46 +246,34 @@ def security_evaluation(
         nat_scores = det.score_samples(natural_pixels, batch_size=batch_size)
         thr = threshold_at_fpr(nat_scores, fpr)
         margin = detector_margin(det, threshold=thr)
-        guarded = GuardedModel(fr_model, margin, formulation=formulation, scale=scale)
         for aname, (attack, eps) in attacks.items():
+            is_df = isinstance(attack, DeepFeaturesAttack)
+            if is_df and templates is None:
+                raise ConfigError(f"attack {aname!r} (deep features) needs templates")
             for goal in goals:
                 targeted = goal == "targeted"
                 classes = t if targeted else y
-                runs = {
-                    "non_adaptive": (fr_model, TargetedMisclassification(classes) if targeted
-                                     else Misclassification(classes)),
-                    "adaptive": (guarded, TargetedMisclassification(classes) if targeted
-                                 else UndetectedMisclassification(classes)),
+                kw: dict[str, Any] = {"templates": templates, "template_labels": template_labels}
+                advs = {
+                    "non_adaptive": non_adaptive_adversarials(attack, eps, fr_model, pixels, classes,
+                                                              targeted=targeted, **kw),
+                    "adaptive": adaptive_adversarials(attack, eps, fr_model, det, thr, pixels, classes,
+                                                      targeted=targeted, formulation=formulation, scale=scale,
+                                                      detector_weight=detector_weight, batch_size=batch_size,
+                                                      margin=margin, **kw),
                 }
-                if isinstance(attack, DeepFeaturesAttack):
-                    if templates is None:
-                        raise ConfigError(f"attack {aname!r} (deep features) needs templates")
-                    tpl = torch.as_tensor(np.asarray(templates, np.float32))
-                    penalised = DetectorPenalisedEmbedding(fr_model.backbone, margin, weight=detector_weight)
-                    crit = runs["non_adaptive"][1]
-                    advs = {
-                        "non_adaptive": attack(fr_model.backbone, pixels, crit, epsilons=eps, templates=tpl,
-                                               template_labels=template_labels).clipped[0],
-                        "adaptive": attack(penalised, pixels, crit, epsilons=eps, templates=penalised.pad_templates(tpl),
-                                           template_labels=template_labels).clipped[0],
-                    }
-                else:
-                    advs = {k: attack(m, pixels, c, epsilons=eps).clipped[0] for k, (m, c) in runs.items()}
-                if not targeted and not isinstance(attack, DeepFeaturesAttack):
-                    advs["adaptive"] = _best_untargeted(attack, eps, guarded, fr_model, det, thr, pixels, y,
-                                                        advs["adaptive"], batch_size)
+                outcomes = {k: source_outcomes(fr_model, det, pixels, a, classes, targeted=targeted,
+                                               batch_size=batch_size) for k, a in advs.items()}
                 for rounding in ROUNDINGS:
                     row: dict[str, Any] = {
                         "detector": dname, "attack": aname, "goal": goal, "rounding": rounding,
                         "epsilon": eps, "fpr": fpr, "threshold": thr, "gradient": margin.gradient,
-                        "detector_weight": detector_weight if isinstance(attack, DeepFeaturesAttack) else None,
+                        "detector_weight": detector_weight if is_df else None,
                         "natural_flagged": float((nat_scores >= thr).mean()),
                     }
-                    for k, adv in advs.items():
-                        a = quantise(adv) if rounding == "uint8" else adv
-                        l2, linf, _ = perturbation_stats(pixels, a)
-                        s = summarise_attack(nat_scores, thr, _fooled(fr_model, a, classes, targeted, batch_size),
-                                             det.score_samples(a, batch_size=batch_size), l2.cpu(), linf.cpu())
+                    for k, o in outcomes.items():
+                        r = o[rounding]
+                        s = summarise_attack(nat_scores, thr, r["fooled"], r["score"], r["l2"], r["linf"])
                         row.update({f"{k}_{m}": v for m, v in s.items() if m != "sources"})
                         row["sources"] = s["sources"]
                     rows.append(row)

@@ -39,6 +39,7 @@ __all__ = [
     "ReportConfig",
     "ChecksConfig",
     "TransferConfig",
+    "SecurityConfig",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -332,6 +333,67 @@ class TransferConfig:
 
 
 @dataclass
+class SecurityConfig:
+    """The security evaluation (the ``security`` stage): detectors against attackers who know them
+    (see frad.evaluation.security and frad.pipeline.security_stage)."""
+
+    enabled: bool = True
+    #: benchmark detector names, or ``paper-best`` / ``frad-best`` (best targeted macro-AUC of the
+    #: benchmark among the paper's configurations / among frad's own detectors)
+    detectors: list[str] = field(default_factory=lambda: ["paper-best", "mahalanobis", "frad-best"])
+    attacks: list[Literal["bim", "cw_l2", "deep_features"]] = field(
+        default_factory=lambda: ["bim", "cw_l2", "deep_features"])
+    settings: list[Literal["targeted", "untargeted"]] = field(default_factory=lambda: ["targeted", "untargeted"])
+    max_sources: int | None = 32
+    fpr: float = 0.05
+    bim_epsilon: float = 0.03
+    bim_steps: int = 10
+    cw_binary_search_steps: int = 2
+    cw_steps: int = 30
+    cw_initial_const: float = 1.0
+    deep_features_delta: float = 10.0
+    deep_features_max_iter: int = 50
+    deep_features_lambda: float = 1.0
+    curve_epsilons: list[float] = field(default_factory=lambda: [0.0025, 0.005, 0.01, 0.02, 0.03])
+    curve_settings: list[Literal["targeted", "untargeted"]] = field(default_factory=lambda: ["targeted"])
+    batch_size: int = 16
+
+    def check(self, where: str) -> None:
+        from ..evaluation.benchmark import benchmark_names
+
+        if not self.detectors or len(set(self.detectors)) != len(self.detectors):
+            raise ConfigError(f"{where}.detectors: a non-empty list of distinct detector names")
+        named = [d for d in self.detectors if d not in ("paper-best", "frad-best")]
+        try:
+            benchmark_names(named)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.detectors: {exc} (or paper-best, frad-best)") from None
+        for key in ("attacks", "settings", "curve_settings"):
+            v = getattr(self, key)
+            if len(set(v)) != len(v) or (key != "curve_settings" and not v):
+                raise ConfigError(f"{where}.{key}: a{' non-empty' if key != 'curve_settings' else ''} list of "
+                                  "distinct values")
+        if self.max_sources is not None:
+            _at_least(self.max_sources, 1, f"{where}.max_sources")
+        _in_range(self.fpr, 0.0, 1.0, f"{where}.fpr", low_open=True, high_open=True)
+        _in_range(self.bim_epsilon, 0.0, 1.0, f"{where}.bim_epsilon", low_open=True)
+        _at_least(self.bim_steps, 1, f"{where}.bim_steps")
+        _at_least(self.cw_binary_search_steps, 1, f"{where}.cw_binary_search_steps")
+        _at_least(self.cw_steps, 1, f"{where}.cw_steps")
+        _positive(self.cw_initial_const, f"{where}.cw_initial_const")
+        _positive(self.deep_features_delta, f"{where}.deep_features_delta")
+        _at_least(self.deep_features_max_iter, 1, f"{where}.deep_features_max_iter")
+        _in_range(self.deep_features_lambda, 0.0, math.inf, f"{where}.deep_features_lambda")
+        for i, e in enumerate(self.curve_epsilons):
+            _in_range(e, 0.0, 1.0, f"{where}.curve_epsilons[{i}]", low_open=True)
+        if len(set(self.curve_epsilons)) != len(self.curve_epsilons):
+            raise ConfigError(f"{where}.curve_epsilons: distinct budgets")
+        if self.curve_settings and not self.curve_epsilons:
+            raise ConfigError(f"{where}.curve_epsilons: list at least one budget, or set curve_settings: []")
+        _at_least(self.batch_size, 1, f"{where}.batch_size")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     description: str | None = None
@@ -352,6 +414,7 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def executor_spec(self) -> ExecutorSpec:
@@ -378,6 +441,12 @@ class ExperimentConfig:
             sec = getattr(self, f.name)
             if dataclasses.is_dataclass(sec):
                 sec.check(f.name)
+        if self.benchmark.enabled and self.benchmark.detectors is not None:
+            absent = [d for d in self.security.detectors
+                      if d not in ("paper-best", "frad-best") and d not in self.benchmark.detectors]
+            if absent:
+                raise ConfigError(f"security.detectors: {', '.join(absent)} not among benchmark.detectors "
+                                  "(the security stage attacks the benchmark's trained detectors)")
         if self.model.name in [m.name for m in self.transfer.models]:
             raise ConfigError(f"transfer.models: {self.model.name!r} is the run's own network (scored anyway as the reference)")
         need = self.split.images_needed

@@ -146,6 +146,11 @@ ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     ("top-1 / top-5", "the true identity is the first / among the first five answers"),
     ("[a, b]", "a 95% bootstrap confidence interval"),
     ("uint8", "the adversarial rounded to 8-bit pixels, as a saved image carries it"),
+    ("FPR / TPR", "false / true positive rate of a detector (naturals / adversarials flagged)"),
+    ("NA / A", "security tables: the non-adaptive attack (ignores the detector) / the adaptive attack (knows it)"),
+    ("BPDA", "backward-pass differentiable approximation: a detector without a useful gradient is attacked "
+             "through a differentiable stand-in, its exact score kept in the forward pass"),
+    ("λ (lambda)", "the weight of the detector's loss in the adaptive deep-features attack"),
 )
 NA = "n/a"
 _NA_NOTE = "n/a: this run produced no value for the cell."

@@ -226,6 +226,10 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     from .transfer import transfer_tables
 
     tables.update(transfer_tables(ctx))
+    from .security_report import read_security, security_figures, security_summary, security_tables
+
+    security = read_security(ctx.run_dir)
+    tables.update(security_tables(security))
 
     figures: dict[str, Any] = {}
     data_for = {
@@ -245,10 +249,12 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
         if rel.startswith(str(ctx.run_dir)):
             rel = str(Path(rel).relative_to(ctx.run_dir))
         figures[fid] = {"title": title, "file": rel, "caption": caption, "data": data_for.get(fid)}
+    figures.update(security_figures(security))
+    sec_summary, sec_labels = security_summary(security)
 
     stages = {}
     for name in ("data", "features", "classifier", "recognition", "attacks", "deep_features", "trajectories",
-                 "detectors", "benchmark", "scenarios", "transfer", "report"):
+                 "detectors", "benchmark", "security", "scenarios", "transfer", "report"):
         p = ctx.run_dir / "stages" / f"{name}.json"
         if p.is_file():
             r = read_json(p)
@@ -259,7 +265,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     ds = data.get("dataset", {})
     note = cfg.report.note
     feats = _record(ctx, "features")
-    warnings = [w for st in ("data", "features", "recognition", "attacks", "deep_features", "trajectories")
+    warnings = [w for st in ("data", "features", "recognition", "attacks", "deep_features", "trajectories", "security")
                 for w in (_record(ctx, st).get("warnings") or [])]
     return {
         "frad_version": __version__,
@@ -291,9 +297,10 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
             **{f"deep_features_success_{s}_delta{v['delta']:g}": (None if v["rate_pct"] is None else v["rate_pct"] / 100)
                for s, d in (scen.get("df_success") or {}).items() for k, v in d.items()},
             **_benchmark_summary(bench),
+            **sec_summary,
             "classifier_adversarials": int(np.sum([r.get("n", 0) for r in attacks.get("success", {}).values()])),
             "sources_left_out": int((attacks.get("selection") or {}).get("left_out_misrecognised", 0)),
         },
-        "summary_labels": summary_labels(scen.get("df_success") or {}),
+        "summary_labels": {**summary_labels(scen.get("df_success") or {}), **sec_labels},
         "orderings": det.get("orderings") or {},  # check_orderings' counts, for reports that compare runs
     }

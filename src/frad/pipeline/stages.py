@@ -2,7 +2,7 @@
 writes its outputs into the run folder and returns a JSON-able summary for its record.
 
 data -> features -> classifier -> recognition -> attacks -> deep_features -> trajectories
--> detectors -> scenarios -> transfer -> report
+-> detectors -> benchmark -> security -> scenarios -> transfer -> report
 """
 
 from __future__ import annotations
@@ -556,6 +556,13 @@ def _benchmark(ctx: RunContext) -> dict[str, Any]:
     return run_benchmark_stage(ctx)
 
 
+# ---------------------------------------------------------------------------- 8b'. security (adaptive attacks)
+def _security(ctx: RunContext) -> dict[str, Any]:
+    from .security_stage import run_security_stage
+
+    return run_security_stage(ctx)
+
+
 # ---------------------------------------------------------------------------- 8c. transfer to further networks
 def _run_transfer(ctx: RunContext) -> dict[str, Any]:
     from .transfer import run_transfer
@@ -585,12 +592,13 @@ STAGES: list[Stage] = [
     Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors, small_models=True),
     Stage("benchmark", "detector benchmark (baselines, uint8)", ("detectors",),
           _s("benchmark", "detection", "seed"), _benchmark, small_models=True),
+    Stage("security", "security: detectors against adaptive attacks", ("benchmark",), _s("security", "seed"),
+          _security),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
     Stage("transfer", "transfer to further networks", ("recognition", "attacks", "deep_features"),
           _s("transfer", "recognition", "seed"), _run_transfer),
-    Stage("report", "report", ("detectors", "benchmark", "scenarios", "transfer"), lambda cfg: {"report": cfg.report, "name": cfg.name,
-                                                          "description": cfg.description,
-                                                          **({"compare_with": cfg.report.compare_with}
-                                                             if cfg.report.compare_with else {})}, run_report,
-          version=2),  # 2: results.json records the orderings' counts and the commit; peer runs (compare_with)
+    Stage("report", "report", ("detectors", "benchmark", "security", "scenarios", "transfer"),
+          lambda cfg: {"report": cfg.report, "name": cfg.name, "description": cfg.description,
+                       **({"compare_with": cfg.report.compare_with} if cfg.report.compare_with else {})},
+          run_report, version=2),  # 2: results.json records the orderings' counts and the commit; peer runs (compare_with)
 ]
