@@ -51,19 +51,11 @@ from ..detection.trajectory import TrajectoryFaceDetector
 from ..errors import ConfigError, DataError
 from ..utils.io import write_json
 from ..utils.progress import progress
-from .detection import (
-    FAMILY_ORDER,
-    NATURAL,
-    PAPER_CONFIGURATIONS,
-    DetectorConfig,
-    _fit_or_resume,
-    _isin,
-    _merge_params,
-    _ordered,
-    _stable_seed,
-    evaluate_scores,
-)
 from ..utils.metrics import tar_at_far
+from .detection.configurations import PAPER_CONFIGURATIONS, DetectorConfig
+from .detection.inputs import NATURAL, isin, merge_params, stable_seed
+from .detection.scores import FAMILY_ORDER, evaluate_scores, ordered
+from .detection.training import fit_or_resume
 
 __all__ = ["BASELINES", "OURS", "benchmark_names", "run_benchmark", "benchmark_tables", "DETECTOR_TITLES"]
 
@@ -187,8 +179,8 @@ def run_benchmark(
     adv_ok = np.asarray(adversarial_meta["success"]).astype(bool)
     adv_q = np.asarray(adversarial_meta.get("success_quantised", adv_ok)).astype(int) == 1
     test_ids = np.unique(as_id_array(test_source_ids, "test_source_ids").astype(str))
-    nat_test = _isin(nat_src, test_ids)
-    adv_test = _isin(adv_src, test_ids)
+    nat_test = isin(nat_src, test_ids)
+    adv_test = isin(adv_src, test_ids)
     use_settings = list(settings) if settings is not None else [s for s in ("targeted", "untargeted")
                                                                  if (adv_set == s).any()]
     if not 0 < validation_size < 1:
@@ -200,7 +192,7 @@ def run_benchmark(
         df_src = as_id_array(deep_meta["source_id"], "deep-features source_id").astype(str)  # type: ignore[index]
         df_ok = np.asarray(deep_meta["success"]).astype(bool)  # type: ignore[index]
         df_q = np.asarray(deep_meta.get("success_quantised", df_ok)).astype(int) == 1  # type: ignore[union-attr]
-        df_use = df_ok & _isin(df_src, test_ids)
+        df_use = df_ok & isin(df_src, test_ids)
 
     reps = dict(representatives or {})
     for kind in {DetectorConfig.parse(n).representative for n in names if n not in BASELINES + OURS}:
@@ -236,7 +228,7 @@ def run_benchmark(
         labels = np.r_[nat_lab[tr_nat], np.full(tr_adv.size, nat_lab[0])]
         train_feats = {t: np.concatenate([np.asarray(natural_features[t])[tr_nat],
                                           np.asarray(adversarial_features[t])[tr_adv]]) for t in taps}
-        seed = _stable_seed(random_state, s)
+        seed = stable_seed(random_state, s)
         tr, va = split_by_source(src, y, test_size=validation_size, random_state=np.random.default_rng(seed))
         nat_te_feats = _sub(natural_features, te_nat, taps)
         adv_te_feats = _sub(adversarial_features, te_adv, taps)
@@ -269,7 +261,7 @@ def run_benchmark(
                                  groups=groups[tr], source_ids=src[tr])
             else:
                 c = DetectorConfig.parse(name)
-                params = _merge_params(detector_params, arch_params, setting_params, c.arch, s)
+                params = merge_params(detector_params, arch_params, setting_params, c.arch, s)
                 params.setdefault("random_state", seed)
                 if device is not None:
                     params.setdefault("device", device)
@@ -289,7 +281,7 @@ def run_benchmark(
                     )
                 T_nat, T_ok = traj_cache[tk]
                 X = np.concatenate([T_nat[tr_nat], T_ok[ok_pos[tr_adv]]])
-                det.use_network(_fit_or_resume(c, s, params, X, y, groups, src, checkpoint_dir))
+                det.use_network(fit_or_resume(c, s, params, X, y, groups, src, checkpoint_dir))
             fit_seconds = time.perf_counter() - t0
             if face_model:
                 det.describe_face_model(str(face_model.get("name")), face_model.get("fingerprint"))
@@ -303,7 +295,7 @@ def run_benchmark(
             nat_scores = det.score_features(nat_te_feats)
             adv_scores = det.score_features(adv_te_feats)
             score_seconds = time.perf_counter() - t1
-            bs = _stable_seed(random_state, s, name, "benchmark")
+            bs = stable_seed(random_state, s, name, "benchmark")
             rec: dict[str, Any] = {
                 "validation_macro_auc": float(val_auc), "threshold": det.threshold_,
                 "threshold_rule": det.threshold_rule_, "fit_seconds": fit_seconds,
@@ -363,7 +355,7 @@ def _table(results: Mapping[str, Any], setting: str, part: str, title: str, note
     if not any(evs.values()):
         return None
     order = FAMILY_ORDER if not part.startswith("generalisation") else ()
-    fams = _ordered([f for ev in evs.values() if ev for f in ev["families"]], order)
+    fams = ordered([f for ev in evs.values() if ev for f in ev["families"]], order)
     pct = int(round(100 * float(results.get("fpr", 0.05))))
     cols = ["Detector", *fams, "Macro-AUC", f"TPR at {pct}% FPR (pooled)", "Validation macro-AUC"]
     rows = []
