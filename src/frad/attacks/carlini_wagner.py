@@ -39,6 +39,7 @@ class CarliniWagnerL2(MinimizationAttack):
     learning rate 5e-3, initial c 1e-2, confidence 0, abort early."""
 
     name = "cw_l2"
+    family = "CW"
     distance = "l2"
     epsilon_units = "pixels"
 

@@ -37,6 +37,7 @@ from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from ..models.base import EMBEDDING, module_device
 from ..recognition.similarity import check_metric, pairwise_distance
 from .base import PIXEL_MAX, PIXEL_MIN, Attack, AttackResult, _epsilon_list, attack_mode, clip_linf
@@ -268,6 +269,8 @@ class DeepFeaturesAttack(Attack):
     name = "deep_features"
     distance = "linf"
     epsilon_units = "pixels"
+    kind = AttackKind.DEEP_FEATURES
+    family = "DF"
 
     def __init__(
         self,

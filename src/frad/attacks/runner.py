@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from ..models.base import module_device
 from ..utils.executors import Executor, LocalExecutor
 from ..utils.progress import progress
@@ -107,7 +108,7 @@ class ShardWorker:
         if spec.name != self._name:
             self.close()
             self._attack = spec.build()
-            if spec.attack == "deep_features":  # holds worker processes while it is in use
+            if spec.kind is AttackKind.DEEP_FEATURES:  # holds worker processes while it is in use
                 self._stack.enter_context(self._attack)
             self._name = spec.name
         return self._attack
@@ -177,8 +178,8 @@ def run_attacks(
         raise ValueError(f"{len(ids)} source ids for {n} images")
     if len(set(ids)) != n:
         raise ValueError("source ids must be unique")
-    needs_clf = [a.name for a in config.attacks if a.attack != "deep_features"]
-    needs_df = [a.name for a in config.attacks if a.attack == "deep_features"]
+    needs_clf = [a.name for a in config.attacks if a.kind is AttackKind.CLASSIFIER]
+    needs_df = [a.name for a in config.attacks if a.kind is AttackKind.DEEP_FEATURES]
     if needs_clf and classifier is None:
         raise ConfigError(f"attacks {', '.join(needs_clf[:3])}... need a classifier")
     if needs_df and (face_model is None or templates is None):
@@ -211,7 +212,7 @@ def run_attacks(
     tasks: list[ShardTask] = []
     for spec in config.attacks:
         open_attack_folder(out, spec, config, spec.build())
-        classes = np.unique(tpl_labels) if spec.attack == "deep_features" else clf_classes
+        classes = np.unique(tpl_labels) if spec.kind is AttackKind.DEEP_FEATURES else clf_classes
         targets = draw_targets(config.seed, ids, spec.attack, labels_np, classes) if spec.targeted else None
         skipped: list[int] = []
         for s in range(n_shards):
@@ -275,7 +276,7 @@ def _attack_shard(
         y = task.labels[b:e]
         targets = task.targets
         crit = TargetedMisclassification(targets[b:e]) if targets is not None else Misclassification(y)
-        if spec.attack == "deep_features":
+        if spec.kind is AttackKind.DEEP_FEATURES:
             res: AttackResult = attack(face_model, x, crit, epsilons=spec.epsilon, templates=templates,
                                        template_labels=template_labels, quantise=config.quantise)
         else:

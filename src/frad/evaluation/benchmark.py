@@ -49,6 +49,7 @@ from ..detection.sampling import as_id_array, split_by_source
 from ..detection.trajectories import compute_trajectories
 from ..detection.trajectory import TrajectoryFaceDetector
 from ..errors import ConfigError, DataError
+from ..kinds import SETTINGS, Setting
 from ..utils.io import write_json
 from ..utils.progress import progress
 from ..utils.metrics import tar_at_far
@@ -181,7 +182,7 @@ def run_benchmark(
     test_ids = np.unique(as_id_array(test_source_ids, "test_source_ids").astype(str))
     nat_test = isin(nat_src, test_ids)
     adv_test = isin(adv_src, test_ids)
-    use_settings = list(settings) if settings is not None else [s for s in ("targeted", "untargeted")
+    use_settings = list(settings) if settings is not None else [s for s in SETTINGS
                                                                  if (adv_set == s).any()]
     if not 0 < validation_size < 1:
         raise ConfigError(f"benchmark validation_size must be in (0, 1), got {validation_size}")
@@ -392,7 +393,7 @@ def benchmark_tables(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def goal_check(results: Mapping[str, Any], *, macro: float = 0.95, cw: float = 0.85, df: float = 0.90) -> dict[str, Any]:
     """The issue's goal for frad's best detector: targeted macro-AUC, CW AUC and unseen deep-features AUC."""
-    recs = (results.get("results") or {}).get("targeted") or {}
+    recs = (results.get("results") or {}).get(Setting.TARGETED) or {}
     rows = {}
     for n, r in recs.items():
         ev = r.get("float32")

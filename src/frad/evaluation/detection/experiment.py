@@ -31,6 +31,7 @@ from ...detection.representatives import ClassRepresentatives
 from ...detection.sampling import as_id_array
 from ...detection.trajectories import compute_trajectories
 from ...errors import ConfigError, DataError
+from ...kinds import SETTINGS
 from ...utils.io import to_jsonable, write_json
 from ...utils.progress import progress
 from .configurations import ARCHS, PAPER_CONFIGURATIONS, DetectorConfig
@@ -51,8 +52,6 @@ from .tables import detection_tables, eer_tables, generalisation_table
 from .training import fit_or_resume
 
 __all__ = ["SETTINGS", "DetectionRun", "run_detection_experiment"]
-
-SETTINGS: tuple[str, ...] = ("targeted", "untargeted")
 
 
 @dataclass

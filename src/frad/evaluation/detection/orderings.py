@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ...kinds import Setting
 from .configurations import DetectorConfig
 
 __all__ = ["check_orderings"]
@@ -112,7 +113,7 @@ def check_orderings(
     "holds" means every comparison goes the paper's way; counts say how many did.
     """
     dets: Mapping[str, Mapping[str, Any]] = results.get("detectors", {})
-    t, u = dets.get("targeted", {}), dets.get("untargeted", {})
+    t, u = dets.get(Setting.TARGETED, {}), dets.get(Setting.UNTARGETED, {})
     return {
         "cw_hardest": _hardest_family(dets, hardest_family),
         "untargeted_harder": _untargeted_harder(t, u),

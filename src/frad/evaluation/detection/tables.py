@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import DataError
+from ...kinds import Setting
 from .configurations import DetectorConfig
 from .scores import ordered
 
@@ -20,12 +21,12 @@ __all__ = ["MACRO", "detection_tables", "eer_tables", "generalisation_table", "b
 MACRO = "Macro-AUC"
 
 _TABLE_TITLES = {
-    "targeted": "Table 1: AUC per targeted attack family",
-    "untargeted": "Table 2: AUC per untargeted attack family",
+    Setting.TARGETED: "Table 1: AUC per targeted attack family",
+    Setting.UNTARGETED: "Table 2: AUC per untargeted attack family",
 }
 _GEN_TITLES = {
-    "targeted": "Table 5: AUC on targeted deep-features attacks (detectors trained on classifier attacks)",
-    "untargeted": "Table 6: AUC on untargeted deep-features attacks (detectors trained on classifier attacks)",
+    Setting.TARGETED: "Table 5: AUC on targeted deep-features attacks (detectors trained on classifier attacks)",
+    Setting.UNTARGETED: "Table 6: AUC on untargeted deep-features attacks (detectors trained on classifier attacks)",
 }
 
 

@@ -61,6 +61,7 @@ from .labels import (
     attack_kind,
     attack_label,
     delta_label,
+    verification_row_label,
 )
 from .perturbation import MPPHistogram, max_pixel_perturbation, mpp_summary, mpp_table
 from .success import df_success_table, success_rates
@@ -83,6 +84,7 @@ __all__ = [
     "attack_kind",
     "attack_label",
     "delta_label",
+    "verification_row_label",
     "nearest_template",
     "distances_to_assigned",
     "distance_summary",

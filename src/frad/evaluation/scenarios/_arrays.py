@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ...errors import ConfigError, DataError
-from .labels import SETTINGS
+from ...kinds import SETTINGS, Setting
 
 
 def settings_array(values: ArrayLike, n: int, what: str) -> np.ndarray:
@@ -15,7 +15,7 @@ def settings_array(values: ArrayLike, n: int, what: str) -> np.ndarray:
     if a.size != n:
         raise DataError(f"{what} has {a.size} entries, expected {n}")
     if a.dtype == bool:
-        return np.where(a, "targeted", "untargeted")
+        return np.where(a, Setting.TARGETED, Setting.UNTARGETED)
     a = a.astype(str)
     bad = sorted(set(a.tolist()) - set(SETTINGS))
     if bad:

@@ -20,7 +20,8 @@ from numpy.typing import ArrayLike
 from ...errors import DataError
 from ...recognition.similarity import check_metric
 from ._arrays import check_embeddings, finite_floats, histogram_range, settings_array
-from .labels import KIND_LABELS, KINDS, SETTINGS, SHORT, order_labels
+from ...kinds import KINDS, SETTINGS
+from .labels import order_labels
 
 __all__ = ["nearest_template", "distances_to_assigned", "distance_summary", "distance_table"]
 
@@ -155,7 +156,7 @@ def distance_summary(
         for s in SETTINGS:
             m = (kd == kind) & (st == s)
             if m.any():
-                groups[f"{kind}-{s}"] = {"label": f"{KIND_LABELS[kind]} - {SHORT[s]}", "kind": kind, "setting": s,
+                groups[f"{kind}-{s}"] = {"label": f"{kind.label} - {s.short}", "kind": kind, "setting": s,
                                          **_stats(d[m], edges)}
     attacks: dict[str, Any] = {}
     for s in SETTINGS:

@@ -22,7 +22,8 @@ from numpy.typing import ArrayLike
 from ...errors import ConfigError, DataError
 from .. import paper
 from ._arrays import pct
-from .labels import SETTINGS, delta_label
+from ...kinds import SETTINGS, Setting
+from .labels import delta_label
 
 __all__ = ["max_pixel_perturbation", "MPPHistogram", "mpp_summary", "mpp_table"]
 
@@ -179,7 +180,7 @@ def mpp_table(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     w = f"{within.pop():g}" if len(within) == 1 else "5"
     rows = []
     for d in sorted(cells):
-        t, u = cells[d].get("targeted"), cells[d].get("untargeted")
+        t, u = cells[d].get(Setting.TARGETED), cells[d].get(Setting.UNTARGETED)
         rows.append([delta_label(d),
                      t["share_within_pct"] if t else None, u["share_within_pct"] if u else None,
                      t["mean"] if t else None, u["mean"] if u else None,

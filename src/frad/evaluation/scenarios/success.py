@@ -11,7 +11,8 @@ from numpy.typing import ArrayLike
 from ...errors import DataError
 from .. import paper
 from ._arrays import finite_floats, pct, settings_array
-from .labels import SETTINGS, delta_label
+from ...kinds import SETTINGS, Setting
+from .labels import delta_label
 
 __all__ = ["success_rates", "df_success_table"]
 
@@ -46,7 +47,7 @@ def df_success_table(rates: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> di
             labels[label] = float(r["delta"])
     rows = []
     for label in sorted(labels, key=labels.__getitem__):
-        t, u = rates.get("targeted", {}).get(label), rates.get("untargeted", {}).get(label)
+        t, u = rates.get(Setting.TARGETED, {}).get(label), rates.get(Setting.UNTARGETED, {}).get(label)
         rows.append([label, t["rate_pct"] if t else None, u["rate_pct"] if u else None,
                      t["n"] if t else None, u["n"] if u else None])
     return {

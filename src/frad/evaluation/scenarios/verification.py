@@ -28,7 +28,7 @@ from ...recognition.similarity import check_metric, paired_similarity
 from ...utils.seeding import stable_int
 from .. import paper
 from ._arrays import check_embeddings, finite_floats, histogram_range, pct
-from .labels import SETTINGS
+from ...kinds import SETTINGS
 
 __all__ = [
     "SCENARIOS",
