@@ -395,6 +395,11 @@ class DeepFeaturesAttack(Attack):
         guide_images: Tensor | None = None,
         quantise: bool = False,
     ) -> AttackResult:
+        """Craft deep-features adversarials of ``inputs`` within each budget in ``epsilons`` (pixels).
+
+        Long because: one call prepares the guides, then solves every budget with the batched
+        L-BFGS-B and judges the results; the solver's callbacks are closures over the call's tensors
+        (inputs, guides, templates), which helpers would have to carry."""
         x, crit = self._prepare(inputs, criterion)
         deltas, scalar = _epsilon_list(epsilons, allow_none=False)
         info = getattr(model, "info", None)

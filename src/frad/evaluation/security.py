@@ -144,6 +144,10 @@ def security_evaluation(
     a name to ``(attack, epsilons)`` (one budget; None for an unbounded minimisation
     attack); ``pixels`` (N, 3, H, W) the sources with their ``labels``; ``targets`` the
     targeted run's identities (required when ``goals`` has "targeted").
+
+    Long because: the loop over detectors, attacks and goals builds each attack's two criteria (non-
+    adaptive and adaptive) and summarises both in place; its helpers (``_fooled``,
+    ``_best_untargeted``, ``summarise_attack``) hold the numbers.
     """
     if fpr <= 0 or fpr >= 1:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")

@@ -172,7 +172,11 @@ def _benchmark_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def build_results(ctx: RunContext) -> dict[str, Any]:
-    """The run's results.json document (see :mod:`frad.pipeline.report`)."""
+    """The run's results.json document (see :mod:`frad.pipeline.report`).
+
+    Long because: the sections of results.json in the order of its schema, each a few lines reading
+    one stage's output into the same document.
+    """
     cfg = ctx.cfg
     data, clf, recog = _record(ctx, "data"), _record(ctx, "classifier"), _record(ctx, "recognition")
     attacks, dfs = _record(ctx, "attacks"), _record(ctx, "deep_features")

@@ -445,6 +445,43 @@ def _source_lookup(ctx: RunContext) -> tuple[dict[str, int], np.ndarray]:
     return {sid: i for i, sid in enumerate(ids)}, ctx.images(idx)
 
 
+def _verification_summaries(ctx: RunContext, meta: dict[str, np.ndarray], labels: np.ndarray, emb_adv: np.ndarray,
+                            assigned: np.ndarray, success: np.ndarray, pos: dict[str, int]) -> dict[str, Any]:
+    """Impersonation and evasion summaries (Tables 3-4, Figures 10-11): one row per deep-features
+    attack and budget (delta ascending), then CW; each row per setting."""
+    from ..evaluation import scenarios as S
+
+    cfg, sc, emb = ctx.cfg, ctx.cfg.scenarios, ctx.features.embedding
+    ver = ctx.verification
+    vmetric = cfg.recognition.verification_metric
+    pool_idx = ctx.split.indices("natural", "test")
+    pool_emb, pool_lab = emb[pool_idx], ctx.split.labels("natural", "test")
+    pool_ids = np.asarray(ctx.split.image_ids("natural", "test"))
+    src_emb_all = emb[ctx.split.indices("source")]
+    verification: dict[str, Any] = {}
+    df_attacks = sorted({(float(e), str(r)) for r, e in zip(meta["registry"], meta["epsilon"])
+                         if S.attack_kind(str(r)) is AttackKind.DEEP_FEATURES})
+    row_labels = [(S.attack_label(r, e), S.verification_row_label(r, e)) for e, r in df_attacks] + [("CW", "CW")]
+    for scenario in ("impersonation", "evasion"):
+        rows_by_label: dict[str, dict[str, Any]] = {}
+        for fam_label, key in row_labels:
+            for setting in SETTINGS:
+                m = (labels == fam_label) & (meta["setting"] == setting)
+                if not m.any():
+                    continue
+                sid = meta["source_id"][m].astype(str)
+                res = S.verification_scenario(
+                    scenario, source_embeddings=src_emb_all[[pos[s] for s in sid]], adversarial_embeddings=emb_adv[m],
+                    source_labels=meta["true_label"][m], assigned=assigned[m], source_ids=sid,
+                    pool_embeddings=pool_emb, pool_labels=pool_lab, pool_ids=pool_ids,
+                    threshold=float(ver["threshold"]), success=success[m], metric=vmetric, random_state=cfg.seed,
+                    bins=sc.bins,
+                )
+                rows_by_label.setdefault(key, {})[setting] = res
+        verification[scenario] = S.verification_summary(scenario, float(ver["threshold"]), rows_by_label, metric=vmetric)
+    return verification
+
+
 def run_scenarios(ctx: RunContext) -> dict[str, Any]:
     """The paper's section 5.3: distances to the assigned template (Figures 6-8), maximum pixel
     perturbation of deep-features adversarials (Figure 9), impersonation and evasion at the
@@ -500,34 +537,7 @@ def run_scenarios(ctx: RunContext) -> dict[str, Any]:
                                              "amplified for visibility" + (f" (x{amp:g})" if amp else "")}
 
     # Tables 3-4, Figures 10-11: impersonation and evasion (deep features at each delta, and CW)
-    ver = ctx.verification
-    vmetric = cfg.recognition.verification_metric
-    pool_idx = ctx.split.indices("natural", "test")
-    pool_emb, pool_lab = emb[pool_idx], ctx.split.labels("natural", "test")
-    pool_ids = np.asarray(ctx.split.image_ids("natural", "test"))
-    src_emb_all = emb[ctx.split.indices("source")]
-    verification: dict[str, Any] = {}
-    # the rows: each deep-features attack and budget (delta ascending), then CW
-    df_attacks = sorted({(float(e), str(r)) for r, e in zip(meta["registry"], meta["epsilon"])
-                         if S.attack_kind(str(r)) is AttackKind.DEEP_FEATURES})
-    row_labels = [(S.attack_label(r, e), S.verification_row_label(r, e)) for e, r in df_attacks] + [("CW", "CW")]
-    for scenario in ("impersonation", "evasion"):
-        rows_by_label: dict[str, dict[str, Any]] = {}
-        for fam_label, key in row_labels:
-            for setting in SETTINGS:
-                m = (labels == fam_label) & (meta["setting"] == setting)
-                if not m.any():
-                    continue
-                sid = meta["source_id"][m].astype(str)
-                res = S.verification_scenario(
-                    scenario, source_embeddings=src_emb_all[[pos[s] for s in sid]], adversarial_embeddings=emb_adv[m],
-                    source_labels=meta["true_label"][m], assigned=assigned[m], source_ids=sid,
-                    pool_embeddings=pool_emb, pool_labels=pool_lab, pool_ids=pool_ids,
-                    threshold=float(ver["threshold"]), success=success[m], metric=vmetric, random_state=cfg.seed,
-                    bins=sc.bins,
-                )
-                rows_by_label.setdefault(key, {})[setting] = res
-        verification[scenario] = S.verification_summary(scenario, float(ver["threshold"]), rows_by_label, metric=vmetric)
+    verification = _verification_summaries(ctx, meta, labels, emb_adv, assigned, success, pos)
 
     df = meta["kind"] == AttackKind.DEEP_FEATURES
     rates = S.success_rates(success[df], meta["epsilon"][df], meta["setting"][df]) if df.any() else {}

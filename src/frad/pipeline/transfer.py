@@ -105,6 +105,11 @@ def embed_pixels(model: Any, pixels: np.ndarray, *, batch_size: int, device: Any
 
 
 def run_transfer(ctx: RunContext) -> dict[str, Any]:
+    """The transfer stage: the run's adversarials carried to each further network and scored there.
+
+    Long because: per further network, its FR system, then per attack run the carried perturbations
+    and their scores per setting; the loops share the source network's chips, transforms and
+    embeddings."""
     from ..data.features import prepare_inputs
     from ..evaluation.transfer import carry_perturbation, transfer_scores
     from ..models.registry import create_model
