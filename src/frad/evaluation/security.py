@@ -40,6 +40,7 @@ from ..attacks.deep_features import DeepFeaturesAttack
 from ..attacks.criteria import Misclassification, TargetedMisclassification, UndetectedMisclassification
 from ..detection.base import threshold_at_fpr
 from ..errors import ConfigError, DataError
+from ..kinds import SETTINGS, Setting
 from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
 from ..utils.metrics import rank_auc
 
@@ -127,7 +128,7 @@ def security_evaluation(
     natural_pixels: Tensor,
     targets: ArrayLike | None = None,
     fpr: float = 0.05,
-    goals: Sequence[str] = ("untargeted", "targeted"),
+    goals: Sequence[str] = (Setting.UNTARGETED, Setting.TARGETED),
     batch_size: int = 32,
     formulation: str = "margin",
     scale: float = 1.0,
@@ -145,19 +146,19 @@ def security_evaluation(
     attack); ``pixels`` (N, 3, H, W) the sources with their ``labels``; ``targets`` the
     targeted run's identities (required when ``goals`` has "targeted").
 
-    Long because: the loop over detectors, attacks and goals builds each attack's two criteria (non-
-    adaptive and adaptive) and summarises both in place; its helpers (``_fooled``,
+    Long because: the loop over detectors, attacks and goals builds each attack's two criteria
+    (non-adaptive and adaptive) and summarises both in place; its helpers (``_fooled``,
     ``_best_untargeted``, ``summarise_attack``) hold the numbers.
     """
     if fpr <= 0 or fpr >= 1:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
-    unknown = [g for g in goals if g not in ("untargeted", "targeted")]
+    unknown = [g for g in goals if g not in SETTINGS]
     if unknown:
         raise ConfigError(f"goals must be 'untargeted' and/or 'targeted', got {unknown}")
     y = torch.as_tensor(np.asarray(labels)).long()
     if len(y) != len(pixels):
         raise DataError(f"{len(y)} labels for {len(pixels)} sources")
-    if "targeted" in goals:
+    if Setting.TARGETED in goals:
         if targets is None:
             raise ConfigError("the targeted goal needs targets")
         t = torch.as_tensor(np.asarray(targets)).long()
@@ -171,7 +172,7 @@ def security_evaluation(
         guarded = GuardedModel(fr_model, margin, formulation=formulation, scale=scale)
         for aname, (attack, eps) in attacks.items():
             for goal in goals:
-                targeted = goal == "targeted"
+                targeted = goal == Setting.TARGETED
                 classes = t if targeted else y
                 runs = {
                     "non_adaptive": (fr_model, TargetedMisclassification(classes) if targeted
