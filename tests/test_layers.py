@@ -1,6 +1,6 @@
 """The import contract: frad's layers only point down.
 
-errors < utils < models < data < recognition < attacks, detection < evaluation <
+errors < utils, kinds < models < data < recognition < attacks, detection < evaluation <
 pipeline < service < cli.  ``attacks`` and ``detection`` are siblings and import neither
 each other.  Every import is read from the source (also those inside functions), so a lazy
 import that points up fails here too.
@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "frad"
 
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "utils": 1, "configs": 1,
+    "utils": 1, "configs": 1, "kinds": 1,
     "models": 2,
     "data": 3,
     "recognition": 4,

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from .criteria import Criterion, get_criterion
 
 __all__ = [
@@ -277,6 +278,11 @@ class Attack(ABC):
     distance: ClassVar[str] = "linf"
     #: 'fraction_of_255' (L-inf, as in the paper) or 'pixels' (absolute)
     epsilon_units: ClassVar[str] = "fraction_of_255"
+    #: what the attack fools: the classifier head (called with the classifier), or the FR
+    #: system's k-NN over deep features (called with the face model and the class templates)
+    kind: ClassVar[AttackKind] = AttackKind.CLASSIFIER
+    #: the paper's name of the attack's family in tables and figures ('BIM', 'CW'; '' = the name)
+    family: ClassVar[str] = ""
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's keyword arguments, as stored."""

@@ -39,6 +39,7 @@ class CarliniWagnerL2(MinimizationAttack):
     learning rate 5e-3, initial c 1e-2, confidence 0, abort early."""
 
     name = "cw_l2"
+    family = "CW"
     distance = "l2"
     epsilon_units = "pixels"
 
@@ -76,6 +77,11 @@ class CarliniWagnerL2(MinimizationAttack):
             raise ConfigError(f"CarliniWagnerL2: abort_early must be true or false, got {abort_early!r}")
 
     def run(self, model: nn.Module, x0: Tensor, criterion: Criterion) -> RunOutput:
+        """Minimise the L2 distance under the C&W loss for one batch, searching the constant c per sample.
+
+        Long because: the binary search over the constant c wraps the optimisation over w, and both
+        update the same per-sample state (best adversarials and distances, bounds, constants); as
+        helpers, that state would be passed into and out of every step."""
         n = len(x0)
         dev, dt = x0.device, x0.dtype
         targeted = criterion.targeted

@@ -44,6 +44,7 @@ from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from ..models.base import EMBEDDING, module_device
 from ..recognition.similarity import check_metric, pairwise_distance
 from .base import PIXEL_MAX, PIXEL_MIN, Attack, AttackResult, _epsilon_list, attack_mode, clip_linf
@@ -293,6 +294,8 @@ class DeepFeaturesAttack(Attack):
     name = "deep_features"
     distance = "linf"
     epsilon_units = "pixels"
+    kind = AttackKind.DEEP_FEATURES
+    family = "DF"
 
     def __init__(
         self,
@@ -417,6 +420,11 @@ class DeepFeaturesAttack(Attack):
         guide_images: Tensor | None = None,
         quantise: bool = False,
     ) -> AttackResult:
+        """Craft deep-features adversarials of ``inputs`` within each budget in ``epsilons`` (pixels).
+
+        Long because: one call prepares the guides, then solves every budget with the batched
+        L-BFGS-B and judges the results; the solver's callbacks are closures over the call's tensors
+        (inputs, guides, templates), which helpers would have to carry."""
         x, crit = self._prepare(inputs, criterion)
         deltas, scalar = _epsilon_list(epsilons, allow_none=False)
         info = getattr(model, "info", None)

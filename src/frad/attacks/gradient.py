@@ -149,12 +149,14 @@ class BIM(_LinfSign):
     """
 
     name = "bim"
+    family = "BIM"
 
 
 class FGSM(_LinfSign):
     """Fast Gradient Sign Method (Goodfellow et al.): one step of eps x sign(gradient)."""
 
     name = "fgsm"
+    family = "FGSM"
 
     def __init__(self, *, epsilon_mode: str = "fixed", search_steps: int = 10) -> None:
         self.epsilon_mode = epsilon_mode
@@ -199,6 +201,7 @@ class MIFGSM(_Momentum, _LinfSign):
     """
 
     name = "mifgsm"
+    family = "MI-FGSM"
 
     def direction_of(self, grad: Tensor, state: dict[str, Tensor], idx: Tensor | None) -> Tensor:
         return _momentum(grad, state, idx, float(self.decay))
@@ -223,6 +226,7 @@ class L2MIFGSM(_Momentum):
     """
 
     name = "mifgsm_l2"
+    family = "MI-FGSM"
     distance = "l2"
     epsilon_units = "pixels"
 

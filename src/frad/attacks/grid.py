@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..kinds import AttackKind, Setting
 from ..utils.seeding import stable_int
 from .base import FixedEpsilonAttack
-from .deep_features import DeepFeaturesAttack
 from .registry import attack_class, create_attack
 
 __all__ = ["AttackSpec", "RunConfig", "paper_grid", "draw_targets", "EXECUTION_PARAMS"]
@@ -52,7 +52,7 @@ class AttackSpec:
             ):
                 raise ConfigError(f"{where}: epsilon must be a number >= 0 or null, got {self.epsilon!r}")
             self.epsilon = float(self.epsilon)
-        elif issubclass(cls, (FixedEpsilonAttack, DeepFeaturesAttack)):
+        elif issubclass(cls, FixedEpsilonAttack) or cls.kind is AttackKind.DEEP_FEATURES:
             raise ConfigError(f"{where}: epsilon is required for {self.attack} ({cls.epsilon_units})")
         try:
             self.build()  # checks the parameter names and values
@@ -61,8 +61,18 @@ class AttackSpec:
         if not self.name:
             self.name = self.default_name()
 
+    @property
+    def kind(self) -> AttackKind:
+        """What the attack fools (the registered class's ``kind``)."""
+        return attack_class(self.attack).kind
+
+    @property
+    def setting(self) -> Setting:
+        return Setting.of(self.targeted)
+
     def default_name(self, keys: Sequence[str] | None = None) -> str:
-        parts = [self.attack, "T" if self.targeted else "U"]
+        """``<attack>-<T|U>[-eps<epsilon>][-<param><value>...]``, e.g. ``bim-T-eps0.03-steps30``."""
+        parts = [self.attack, self.setting.letter]
         if self.epsilon is not None:
             parts.append(f"eps{self.epsilon:g}")
         for k in sorted(self.params if keys is None else keys):

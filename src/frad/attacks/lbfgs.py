@@ -31,6 +31,7 @@ class LBFGS(MinimizationAttack):
     """Box-constrained L-BFGS (Szegedy et al. 2014) with a line search over ``c``."""
 
     name = "lbfgs"
+    family = "L-BFGS"
     distance = "l2"
     epsilon_units = "pixels"
 

@@ -6,13 +6,14 @@ import inspect
 from typing import Any
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from .base import Attack
 from .carlini_wagner import CarliniWagnerL2
 from .deep_features import DeepFeaturesAttack
 from .gradient import BIM, FGSM, L2MIFGSM, MIFGSM
 from .lbfgs import LBFGS
 
-__all__ = ["ATTACKS", "list_attacks", "attack_class", "create_attack", "attack_parameters"]
+__all__ = ["ATTACKS", "list_attacks", "attack_class", "attack_kind", "create_attack", "attack_parameters"]
 
 #: registry name -> attack class
 ATTACKS: dict[str, type[Attack]] = {
@@ -21,14 +22,21 @@ ATTACKS: dict[str, type[Attack]] = {
 
 
 def list_attacks() -> list[str]:
+    """The registry names, sorted."""
     return sorted(ATTACKS)
 
 
 def attack_class(name: str) -> type[Attack]:
+    """The class registered as ``name`` (a ConfigError lists the known names)."""
     try:
         return ATTACKS[name]
     except KeyError:
         raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}") from None
+
+
+def attack_kind(name: str) -> AttackKind:
+    """What the attack ``name`` fools (its class's ``kind``): the classifier or the deep features."""
+    return attack_class(name).kind
 
 
 def attack_parameters(name: str) -> list[str]:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kinds import AttackKind
 from ..models.base import module_device
 from ..utils.executors import Executor, LocalExecutor
 from ..utils.progress import progress
@@ -107,7 +108,7 @@ class ShardWorker:
         if spec.name != self._name:
             self.close()
             self._attack = spec.build()
-            if spec.attack == "deep_features":  # holds worker processes while it is in use
+            if spec.kind is AttackKind.DEEP_FEATURES:  # holds worker processes while it is in use
                 self._stack.enter_context(self._attack)
             self._name = spec.name
         return self._attack
@@ -166,23 +167,8 @@ def run_attacks(
     Returns what happened to each shard, skipped ones first, then in the order they finished.
     """
     out = Path(out_dir)
-    n = len(images)
-    if getattr(images, "ndim", 0) != 4:
-        raise ValueError(f"images must be N x 3 x H x W pixels, got shape {tuple(getattr(images, 'shape', ()))}")
-    labels_np = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
-    if labels_np.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {labels_np.shape}")
-    ids = [str(i) for i in range(n)] if source_ids is None else [str(s) for s in source_ids]
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} source ids for {n} images")
-    if len(set(ids)) != n:
-        raise ValueError("source ids must be unique")
-    needs_clf = [a.name for a in config.attacks if a.attack != "deep_features"]
-    needs_df = [a.name for a in config.attacks if a.attack == "deep_features"]
-    if needs_clf and classifier is None:
-        raise ConfigError(f"attacks {', '.join(needs_clf[:3])}... need a classifier")
-    if needs_df and (face_model is None or templates is None):
-        raise ConfigError(f"attacks {', '.join(needs_df[:3])}... need a face_model and templates")
+    n, labels_np, ids = _check_sources(images, labels, source_ids)
+    needs_clf, needs_df = _needed_models(config, classifier, face_model, templates)
     if device is None:
         ref = classifier if classifier is not None else face_model
         device = module_device(ref) if ref is not None else torch.device("cpu")
@@ -191,14 +177,7 @@ def run_attacks(
     tpl_labels = None
     if templates is not None:
         tpl_labels = np.arange(len(templates)) if template_labels is None else np.asarray(template_labels).astype(np.int64)
-    clf_classes = None
-    if classifier is not None and needs_clf:
-        with torch.no_grad():
-            was = classifier.training
-            classifier.eval()
-            k = int(classifier(_batch(images, 0, 1, device)).shape[-1])
-            classifier.train(was)
-        clf_classes = np.arange(k)
+    clf_classes = _classifier_classes(classifier, images, device) if classifier is not None and needs_clf else None
 
     check_run_folder(out, run_metadata(
         images, labels_np, ids, classifier=classifier if needs_clf else None,
@@ -211,7 +190,7 @@ def run_attacks(
     tasks: list[ShardTask] = []
     for spec in config.attacks:
         open_attack_folder(out, spec, config, spec.build())
-        classes = np.unique(tpl_labels) if spec.attack == "deep_features" else clf_classes
+        classes = np.unique(tpl_labels) if spec.kind is AttackKind.DEEP_FEATURES else clf_classes
         targets = draw_targets(config.seed, ids, spec.attack, labels_np, classes) if spec.targeted else None
         skipped: list[int] = []
         for s in range(n_shards):
@@ -240,6 +219,46 @@ def run_attacks(
     finally:
         bar.close()
     return report
+
+
+def _classifier_classes(classifier: nn.Module, images: np.ndarray | Tensor, device: torch.device) -> np.ndarray:
+    """0 .. K-1 for a classifier with K outputs (one image is run through it, in eval mode)."""
+    with torch.no_grad():
+        was = classifier.training
+        classifier.eval()
+        k = int(classifier(_batch(images, 0, 1, device)).shape[-1])
+        classifier.train(was)
+    return np.arange(k)
+
+
+def _check_sources(images: np.ndarray | Tensor, labels: np.ndarray | Tensor | Sequence[int],
+                   source_ids: Sequence[Any] | None) -> tuple[int, np.ndarray, list[str]]:
+    """(N, labels as int64, ids as text) of N x 3 x H x W source images; a ValueError says what is off."""
+    n = len(images)
+    if getattr(images, "ndim", 0) != 4:
+        raise ValueError(f"images must be N x 3 x H x W pixels, got shape {tuple(getattr(images, 'shape', ()))}")
+    labels_np = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
+    if labels_np.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels_np.shape}")
+    ids = [str(i) for i in range(n)] if source_ids is None else [str(s) for s in source_ids]
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} source ids for {n} images")
+    if len(set(ids)) != n:
+        raise ValueError("source ids must be unique")
+    return n, labels_np, ids
+
+
+def _needed_models(config: RunConfig, classifier: nn.Module | None, face_model: nn.Module | None,
+                   templates: np.ndarray | Tensor | None) -> tuple[list[str], list[str]]:
+    """The names of the classifier attacks and of the deep-features attacks, each checked to
+    have the models it is run on (by its kind)."""
+    needs_clf = [a.name for a in config.attacks if a.kind is AttackKind.CLASSIFIER]
+    needs_df = [a.name for a in config.attacks if a.kind is AttackKind.DEEP_FEATURES]
+    if needs_clf and classifier is None:
+        raise ConfigError(f"attacks {', '.join(needs_clf[:3])}... need a classifier")
+    if needs_df and (face_model is None or templates is None):
+        raise ConfigError(f"attacks {', '.join(needs_df[:3])}... need a face_model and templates")
+    return needs_clf, needs_df
 
 
 def _ranges(xs: list[int]) -> str:
@@ -275,7 +294,7 @@ def _attack_shard(
         y = task.labels[b:e]
         targets = task.targets
         crit = TargetedMisclassification(targets[b:e]) if targets is not None else Misclassification(y)
-        if spec.attack == "deep_features":
+        if spec.kind is AttackKind.DEEP_FEATURES:
             res: AttackResult = attack(face_model, x, crit, epsilons=spec.epsilon, templates=templates,
                                        template_labels=template_labels, quantise=config.quantise)
         else:

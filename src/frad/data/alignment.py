@@ -335,6 +335,9 @@ def align_images(
     Cached chips are read back; the rest are aligned in ``workers`` processes (default: one
     per CPU, at most 4) and cached one by one.  Undecodable files are reported in ``errors``
     (method 'error'), never fatal.
+
+    Long because: reading the cache, dispatching the missing images to the worker processes and
+    writing each chip back as it arrives share the result arrays and the progress bar.
     """
     settings = AlignmentSettings(size=size, padding=padding, detector=detector, fallback=fallback, template=template)
     root = _cache_root(settings, cache)

@@ -391,6 +391,11 @@ def extract_features(
     Datasets are prepared with :func:`prepare_inputs` (aligned where the model needs it).
     ``executor``: where the network runs over missing chunks (default: here; see
     :mod:`frad.utils.executors`); inputs are prepared and results cached here either way.
+
+    Long because: the cache (its meta file, per-chunk tap files and preparation records) and the
+    task generator that feeds the executor share the per-chunk bookkeeping (``found``, ``infos``,
+    ``queued``); a split into a cache object and a chunk loop is possible but was not made in issue
+    15.
     """
     if not isinstance(model, FaceModel):
         raise TypeError(f"extract_features needs a FaceModel, got {type(model).__name__}")

@@ -134,7 +134,11 @@ def _check_file(path: Path) -> list[Any]:
 def scan_identity_folders(
     root: str | os.PathLike[str], *, cache: bool = True, workers: int | None = None, desc: str = "scanning images"
 ) -> FolderScan:
-    """Walk ``root/<identity>/<file>``, decode and hash every image, and report what is skipped."""
+    """Walk ``root/<identity>/<file>``, decode and hash every image, and report what is skipped.
+
+    Long because: one walk over the folder tree collects the files, the problems and the identities
+    together, each check adding to the same lists in the order the user reads them.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found (expected one sub-folder per identity)")

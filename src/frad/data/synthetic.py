@@ -130,7 +130,11 @@ def _superellipse(
 
 
 def draw_face(params: dict[str, Any], rng: np.random.Generator, size: int = 150) -> np.ndarray:
-    """One image (size x size x 3 uint8) of the identity ``params``, varied by ``rng``."""
+    """One image (size x size x 3 uint8) of the identity ``params``, varied by ``rng``.
+
+    Long because: a drawing script, one facial feature after another on the same canvas; every line
+    paints with the identity's parameters and the image's random variation.
+    """
     p = params
     S = size * _SS
     bg = np.clip(rng.uniform(40, 215, 3), 0, 255)

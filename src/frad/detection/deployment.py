@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..kinds import SETTINGS
 from ..utils.io import read_json
 from .base import AdversarialDetector, load_detector_folder
 
@@ -41,7 +42,7 @@ def resolve_detector_name(index: dict[str, Any], name: str | None) -> str:
         return str(index.get("chosen") or max(dets, key=lambda k: dets[k]["validation_macro_auc"]))
     if name in dets:
         return name
-    for setting in ("targeted", "untargeted"):
+    for setting in SETTINGS:
         if f"{setting}/{name}" in dets:
             return f"{setting}/{name}"
     raise DataError(f"detector {name!r} is not in this run; available: {', '.join(dets)}")

@@ -57,6 +57,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -187,10 +188,30 @@ def _json_param(v: Any) -> Any:
 # ---------------------------------------------------------------------------------------
 # base estimator with the shared training loop
 # ---------------------------------------------------------------------------------------
+@dataclass(eq=False, repr=False)
 class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
-    """Common parameters, training loop, scoring and persistence; subclasses build the network."""
+    """Common parameters, training loop, scoring and persistence; subclasses build the network.
+
+    The training parameters are keyword-only dataclass fields shared by every subclass, so a
+    subclass declares only its network's own parameters (as fields: the generated
+    ``__init__`` stores each under its name, which is what scikit-learn's ``get_params``
+    reads); eq and repr stay scikit-learn's.
+    """
 
     _arch: ClassVar[str] = ""
+
+    lr: float = field(default=1e-3, kw_only=True)
+    batch_size: int = field(default=256, kw_only=True)
+    max_epochs: int = field(default=150, kw_only=True)
+    patience: int | None = field(default=None, kw_only=True)
+    lr_factor: float = field(default=0.1, kw_only=True)
+    lr_patience: int = field(default=10, kw_only=True)
+    weight_decay: float = field(default=0.0, kw_only=True)
+    validation_size: float = field(default=0.2, kw_only=True)
+    standardize: str | None = field(default="layer", kw_only=True)
+    random_state: int | np.random.Generator | None = field(default=None, kw_only=True)
+    device: str | torch.device | None = field(default=None, kw_only=True)
+    verbose: bool = field(default=False, kw_only=True)
 
     # -- to be provided by subclasses -------------------------------------------------------
     def _build(self, n_layers: int, n_classes: int) -> nn.Module:  # pragma: no cover - abstract
@@ -531,43 +552,14 @@ def _normalised_weights(groups: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # the two detectors
 # ---------------------------------------------------------------------------------------
+@dataclass(eq=False, repr=False)
 class MLPDetector(TrajectoryDetector):
     """Linear(L*K, hidden) -> ReLU -> Dropout -> Linear(hidden, 1) on the flattened trajectory."""
 
     _arch = "MLP"
 
-    def __init__(
-        self,
-        hidden_size: int = 100,
-        dropout: float = 0.5,
-        *,
-        lr: float = 1e-3,
-        batch_size: int = 256,
-        max_epochs: int = 150,
-        patience: int | None = None,
-        lr_factor: float = 0.1,
-        lr_patience: int = 10,
-        weight_decay: float = 0.0,
-        validation_size: float = 0.2,
-        standardize: str | None = "layer",
-        random_state: int | np.random.Generator | None = None,
-        device: str | torch.device | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self.hidden_size = hidden_size
-        self.dropout = dropout
-        self.lr = lr
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.lr_factor = lr_factor
-        self.lr_patience = lr_patience
-        self.weight_decay = weight_decay
-        self.validation_size = validation_size
-        self.standardize = standardize
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+    hidden_size: int = 100
+    dropout: float = 0.5
 
     def _check_arch_params(self) -> None:
         h = self.hidden_size
@@ -580,45 +572,15 @@ class MLPDetector(TrajectoryDetector):
         return _MLPNet(n_layers, n_classes, int(self.hidden_size), float(self.dropout))
 
 
+@dataclass(eq=False, repr=False)
 class LSTMDetector(TrajectoryDetector):
     """An LSTM over the layers (each step a K-dim distance vector), then Linear(hidden * dirs, 1)."""
 
     _arch = "LSTM"
 
-    def __init__(
-        self,
-        hidden_size: int = 100,
-        bidirectional: bool = False,
-        num_layers: int = 1,
-        *,
-        lr: float = 1e-3,
-        batch_size: int = 256,
-        max_epochs: int = 150,
-        patience: int | None = None,
-        lr_factor: float = 0.1,
-        lr_patience: int = 10,
-        weight_decay: float = 0.0,
-        validation_size: float = 0.2,
-        standardize: str | None = "layer",
-        random_state: int | np.random.Generator | None = None,
-        device: str | torch.device | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self.hidden_size = hidden_size
-        self.bidirectional = bidirectional
-        self.num_layers = num_layers
-        self.lr = lr
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.lr_factor = lr_factor
-        self.lr_patience = lr_patience
-        self.weight_decay = weight_decay
-        self.validation_size = validation_size
-        self.standardize = standardize
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+    hidden_size: int = 100
+    bidirectional: bool = False
+    num_layers: int = 1
 
     def _check_arch_params(self) -> None:
         for p in ("hidden_size", "num_layers"):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +50,14 @@ from ..detection.sampling import as_id_array, split_by_source
 from ..detection.trajectories import compute_trajectories
 from ..detection.trajectory import TrajectoryFaceDetector
 from ..errors import ConfigError, DataError
+from ..kinds import SETTINGS, Setting
 from ..utils.io import write_json
 from ..utils.progress import progress
-from .detection import (
-    FAMILY_ORDER,
-    NATURAL,
-    PAPER_CONFIGURATIONS,
-    DetectorConfig,
-    _fit_or_resume,
-    _isin,
-    _merge_params,
-    _ordered,
-    _stable_seed,
-    evaluate_scores,
-)
 from ..utils.metrics import tar_at_far
+from .detection.configurations import PAPER_CONFIGURATIONS, DetectorConfig
+from .detection.inputs import NATURAL, isin, merge_params, stable_seed
+from .detection.scores import FAMILY_ORDER, evaluate_scores, ordered
+from .detection.training import fit_or_resume
 
 __all__ = ["BASELINES", "OURS", "benchmark_names", "run_benchmark", "benchmark_tables", "DETECTOR_TITLES"]
 
@@ -178,163 +172,68 @@ def run_benchmark(
     names = benchmark_names(detectors)
     blocks = list(blocks)
     taps = list(taps) if taps is not None else blocks
-    nat_src = as_id_array(natural_meta["source_id"], "natural source_id").astype(str)
-    nat_lab = np.asarray(natural_meta["label"])
-    adv_att = np.asarray(adversarial_meta["attack"]).astype(str)
-    adv_fam = np.asarray(adversarial_meta["family"]).astype(str)
-    adv_set = np.asarray(adversarial_meta["setting"]).astype(str)
-    adv_src = as_id_array(adversarial_meta["source_id"], "adversarial source_id").astype(str)
-    adv_ok = np.asarray(adversarial_meta["success"]).astype(bool)
-    adv_q = np.asarray(adversarial_meta.get("success_quantised", adv_ok)).astype(int) == 1
-    test_ids = np.unique(as_id_array(test_source_ids, "test_source_ids").astype(str))
-    nat_test = _isin(nat_src, test_ids)
-    adv_test = _isin(adv_src, test_ids)
-    use_settings = list(settings) if settings is not None else [s for s in ("targeted", "untargeted")
-                                                                 if (adv_set == s).any()]
     if not 0 < validation_size < 1:
         raise ConfigError(f"benchmark validation_size must be in (0, 1), got {validation_size}")
-    has_df = deep_features is not None and deep_meta is not None
-    if has_df:
-        df_att = np.asarray(deep_meta["attack"]).astype(str)  # type: ignore[index]
-        df_set = np.asarray(deep_meta["setting"]).astype(str)  # type: ignore[index]
-        df_src = as_id_array(deep_meta["source_id"], "deep-features source_id").astype(str)  # type: ignore[index]
-        df_ok = np.asarray(deep_meta["success"]).astype(bool)  # type: ignore[index]
-        df_q = np.asarray(deep_meta.get("success_quantised", df_ok)).astype(int) == 1  # type: ignore[union-attr]
-        df_use = df_ok & _isin(df_src, test_ids)
-
-    reps = dict(representatives or {})
-    for kind in {DetectorConfig.parse(n).representative for n in names if n not in BASELINES + OURS}:
-        if kind not in reps:
-            reps[kind] = ClassRepresentatives(kind, layers=blocks, device=device).fit(
-                {t: reference_features[t] for t in blocks}, reference_labels, reference_predictions)
-
+    rows = _read_rows(natural_meta, adversarial_meta, deep_meta if deep_features is not None else None,
+                      test_source_ids)
+    use_settings = list(settings) if settings is not None else [s for s in SETTINGS if (rows.adv_set == s).any()]
+    reference = (reference_features, reference_labels, reference_predictions)
+    reps = _representatives(names, representatives, reference, blocks, device)
     out = Path(out_dir) if out_dir is not None else None
-    results: dict[str, Any] = {
-        "format": "frad.detector-benchmark", "version": 1, "settings": use_settings, "fpr": fpr,
-        "validation_size": validation_size, "n_bootstrap": int(n_bootstrap),
-        "detectors": [{"name": n, "title": DETECTOR_TITLES.get(n, n)} for n in names],
-        "face_model": dict(face_model or {}), "results": {s: {} for s in use_settings}, "data": {},
-    }
-    index: dict[str, Any] = {"format": "frad.run-detectors", "version": 1, "face_model": dict(face_model or {}),
-                             "detectors": {}}
-    ok_rows = np.flatnonzero(adv_ok)
-    ok_pos = np.full(adv_ok.size, -1)
-    ok_pos[ok_rows] = np.arange(ok_rows.size)
-    traj_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    gaussians: tuple[Any, ...] | None = None
+    results, index = _skeleton(names, use_settings, fpr, validation_size, n_bootstrap, face_model)
+    fitter = _Fitter(rows, natural_features, adversarial_features, reference, reps, taps, blocks,
+                     (detector_params, arch_params, setting_params), validation_size, device, checkpoint_dir)
+    scoring = _Scoring(rows, adversarial_uint8, deep_features, deep_uint8, threshold_naturals, taps, fpr,
+                       n_bootstrap, random_state)
     bar = progress(total=len(names) * len(use_settings), desc="benchmark", unit="detector")
     for s in use_settings:
-        tr_adv = np.flatnonzero((adv_set == s) & adv_ok & ~adv_test)
-        te_adv = np.flatnonzero((adv_set == s) & adv_ok & adv_test)
-        tr_nat, te_nat = np.flatnonzero(~nat_test), np.flatnonzero(nat_test)
-        if tr_adv.size == 0 or te_adv.size == 0:
-            raise DataError(f"benchmark, setting {s!r}: no successful adversarials on the train or test side")
-        y = np.r_[np.zeros(tr_nat.size, np.int64), np.ones(tr_adv.size, np.int64)]
-        groups = np.r_[np.full(tr_nat.size, NATURAL), adv_att[tr_adv]].astype(str)
-        fam_rows = np.r_[np.full(tr_nat.size, NATURAL), adv_fam[tr_adv]].astype(str)
-        src = np.concatenate([nat_src[tr_nat], adv_src[tr_adv]])
-        labels = np.r_[nat_lab[tr_nat], np.full(tr_adv.size, nat_lab[0])]
-        train_feats = {t: np.concatenate([np.asarray(natural_features[t])[tr_nat],
-                                          np.asarray(adversarial_features[t])[tr_adv]]) for t in taps}
-        seed = _stable_seed(random_state, s)
-        tr, va = split_by_source(src, y, test_size=validation_size, random_state=np.random.default_rng(seed))
-        nat_te_feats = _sub(natural_features, te_nat, taps)
-        adv_te_feats = _sub(adversarial_features, te_adv, taps)
-        q_rows = te_adv[adv_q[te_adv]]
-        survive = {f: float(np.mean(adv_q[te_adv][adv_fam[te_adv] == f])) for f in np.unique(adv_fam[te_adv])}
-        results["data"][s] = {"train_natural": int(tr_nat.size), "train_adversarial": int(tr_adv.size),
-                              "validation_rows": int(va.size), "fit_rows": int(tr.size),
-                              "threshold_naturals": int((y[va] == 0).sum()) + (
-                                  0 if threshold_naturals is None else len(next(iter(threshold_naturals.values())))),
-                              "test_natural": int(te_nat.size), "test_adversarial": int(te_adv.size),
-                              "test_adversarial_uint8": int(q_rows.size), "uint8_survival": survive}
-        if has_df:
-            dfr = np.flatnonzero(df_use & (df_set == s))
-            dfq = dfr[df_q[dfr]]
-            results["data"][s]["deep_features_test"] = int(dfr.size)
-            results["data"][s]["deep_features_uint8_survival"] = {
-                a: float(np.mean(df_q[dfr][df_att[dfr] == a])) for a in np.unique(df_att[dfr])}
+        d = _setting_rows(rows, s, natural_features, adversarial_features, taps, random_state, validation_size)
+        results["data"][s] = _data_record(rows, d, threshold_naturals)
         for name in names:
             t0 = time.perf_counter()
-            if name in BASELINES + OURS:
-                det = _build(name, taps, seed)
-                if isinstance(det, (MahalanobisDetector, FusionDetector)) and gaussians is not None:
-                    # class Gaussians are the same for every setting and detector: fitted once, reused
-                    det.reference_taps_, det.means_, det.precisions_, det.classes_ = gaussians  # type: ignore[union-attr]
-                else:
-                    det.fit_reference(reference_features, reference_labels, reference_predictions)
-                    if isinstance(det, MahalanobisDetector):
-                        gaussians = (det.reference_taps_, det.means_, det.precisions_, det.classes_)
-                det.fit_features({t: v[tr] for t, v in train_feats.items()}, y[tr], labels=labels[tr],
-                                 groups=groups[tr], source_ids=src[tr])
-            else:
-                c = DetectorConfig.parse(name)
-                params = _merge_params(detector_params, arch_params, setting_params, c.arch, s)
-                params.setdefault("random_state", seed)
-                if device is not None:
-                    params.setdefault("device", device)
-                if float(params.get("validation_size", 0.2)) != float(validation_size):
-                    raise ConfigError("benchmark validation_size must equal the trajectory detectors' validation_size")
-                det = TrajectoryFaceDetector(c.arch, c.representative, c.metric, representatives=reps[c.representative],
-                                             device=device)
-                # computed as the detectors stage computes them (all naturals, all successful adversarials),
-                # so the training rows are bit-identical and its checkpoints are reused
-                tk = (c.representative, c.metric)
-                if tk not in traj_cache:
-                    traj_cache[tk] = (
-                        compute_trajectories({t: natural_features[t] for t in blocks}, reps[c.representative],
-                                             c.metric, device=device),
-                        compute_trajectories(_sub(adversarial_features, ok_rows, blocks), reps[c.representative],
-                                             c.metric, device=device),
-                    )
-                T_nat, T_ok = traj_cache[tk]
-                X = np.concatenate([T_nat[tr_nat], T_ok[ok_pos[tr_adv]]])
-                det.use_network(_fit_or_resume(c, s, params, X, y, groups, src, checkpoint_dir))
+            det = fitter.fit(name, s, d)
             fit_seconds = time.perf_counter() - t0
             if face_model:
                 det.describe_face_model(str(face_model.get("name")), face_model.get("fingerprint"))
-            val_scores = det.score_features({t: v[va] for t, v in train_feats.items()})
-            val_auc = macro_auc(y[va], val_scores, fam_rows[va])
-            thr_scores = val_scores[y[va] == 0]
-            if threshold_naturals is not None:
-                thr_scores = np.r_[thr_scores, det.score_features(_sub(threshold_naturals, slice(None), taps))]
-            det.set_threshold(thr_scores, fpr=fpr)
-            t1 = time.perf_counter()
-            nat_scores = det.score_features(nat_te_feats)
-            adv_scores = det.score_features(adv_te_feats)
-            score_seconds = time.perf_counter() - t1
-            bs = _stable_seed(random_state, s, name, "benchmark")
-            rec: dict[str, Any] = {
-                "validation_macro_auc": float(val_auc), "threshold": det.threshold_,
-                "threshold_rule": det.threshold_rule_, "fit_seconds": fit_seconds,
-                "score_seconds_per_1000": 1000 * score_seconds / max(nat_scores.size + adv_scores.size, 1),
-                "float32": _eval(nat_scores, adv_scores, adv_fam[te_adv], det.threshold_, order=FAMILY_ORDER,
-                                 n_bootstrap=n_bootstrap, seed=bs, fpr=fpr),
-            }
-            if adversarial_uint8 is not None and q_rows.size:
-                rec["uint8"] = _eval(nat_scores, det.score_features(_sub(adversarial_uint8, q_rows, taps)),
-                                     adv_fam[q_rows], det.threshold_, order=FAMILY_ORDER, n_bootstrap=n_bootstrap,
-                                     seed=bs, fpr=fpr)
-            if has_df and dfr.size:
-                rec["generalisation"] = _eval(nat_scores, det.score_features(_sub(deep_features, dfr, taps)),
-                                              df_att[dfr], det.threshold_, order=(), n_bootstrap=n_bootstrap,
-                                              seed=bs + 1, fpr=fpr)
-                if deep_uint8 is not None and dfq.size:
-                    rec["generalisation_uint8"] = _eval(
-                        nat_scores, det.score_features(_sub(deep_uint8, dfq, taps)), df_att[dfq], det.threshold_,
-                        order=(), n_bootstrap=n_bootstrap, seed=bs + 1, fpr=fpr)
-            results["results"][s][name] = rec
-            key = f"{s}/{name}"
+            val_auc = scoring.threshold(det, d)
+            results["results"][s][name] = scoring.record(det, name, s, d, val_auc, fit_seconds)
             if out is not None:
-                folder = out / "detectors" / s / name
-                det.save(folder, metadata={"name": key, "setting": s, "title": DETECTOR_TITLES.get(name, name),
-                                           "validation_macro_auc": float(val_auc)})
-                index["detectors"][key] = {"folder": str(folder.relative_to(out)), "setting": s, "name": name,
-                                           "kind": det.kind, "title": DETECTOR_TITLES.get(name, name),
-                                           "validation_macro_auc": float(val_auc), "threshold": det.threshold_,
-                                           "threshold_rule": det.threshold_rule_}
+                _save_detector(det, out, index, s, name, val_auc)
             bar.update(1)
     bar.close()
+    _finish(results, index, out)
+    return results
+
+
+def _representatives(names: Sequence[str], given: Mapping[str, ClassRepresentatives] | None,
+                     reference: tuple[Mapping[str, ArrayLike], ArrayLike, ArrayLike | None], blocks: Sequence[str],
+                     device: Any) -> dict[str, ClassRepresentatives]:
+    """The class representatives the trajectory detectors need: those given, the rest fitted."""
+    reps = dict(given or {})
+    features, labels, predictions = reference
+    for kind in {DetectorConfig.parse(n).representative for n in names if n not in BASELINES + OURS}:
+        if kind not in reps:
+            reps[kind] = ClassRepresentatives(kind, layers=blocks, device=device).fit(
+                {t: features[t] for t in blocks}, labels, predictions)
+    return reps
+
+
+def _skeleton(names: Sequence[str], settings: Sequence[str], fpr: float, validation_size: float, n_bootstrap: int,
+              face_model: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The benchmark's results and its detectors' index, before any detector is fitted."""
+    results: dict[str, Any] = {
+        "format": "frad.detector-benchmark", "version": 1, "settings": list(settings), "fpr": fpr,
+        "validation_size": validation_size, "n_bootstrap": int(n_bootstrap),
+        "detectors": [{"name": n, "title": DETECTOR_TITLES.get(n, n)} for n in names],
+        "face_model": dict(face_model or {}), "results": {s: {} for s in settings}, "data": {},
+    }
+    index: dict[str, Any] = {"format": "frad.run-detectors", "version": 1, "face_model": dict(face_model or {}),
+                             "detectors": {}}
+    return results, index
+
+
+def _finish(results: dict[str, Any], index: dict[str, Any], out: Path | None) -> None:
+    """The tables, the goal check and the chosen detector; written (the index last) to ``out``."""
     results["tables"] = benchmark_tables(results)
     results["goal"] = goal_check(results)
     if index["detectors"]:
@@ -343,7 +242,269 @@ def run_benchmark(
     if out is not None:
         write_json(out / "results.json", results)
         write_json(out / "index.json", index)  # last: marks a complete benchmark folder
-    return results
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmark, step by step
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Rows:
+    """The metadata of every sample, and which side of the run's split by source it is on."""
+
+    nat_src: np.ndarray
+    nat_lab: np.ndarray
+    nat_test: np.ndarray
+    adv_att: np.ndarray
+    adv_fam: np.ndarray
+    adv_set: np.ndarray
+    adv_src: np.ndarray
+    adv_ok: np.ndarray
+    adv_q: np.ndarray  # the uint8-rounded adversarial still fools the FR system
+    adv_test: np.ndarray
+    df_att: np.ndarray | None = None  # deep-features adversarials (None without them)
+    df_set: np.ndarray | None = None
+    df_q: np.ndarray | None = None
+    df_use: np.ndarray | None = None  # successful and crafted from a test source
+
+
+def _read_rows(natural_meta: Mapping[str, ArrayLike], adversarial_meta: Mapping[str, ArrayLike],
+               deep_meta: Mapping[str, ArrayLike] | None, test_source_ids: ArrayLike) -> _Rows:
+    test_ids = np.unique(as_id_array(test_source_ids, "test_source_ids").astype(str))
+    nat_src = as_id_array(natural_meta["source_id"], "natural source_id").astype(str)
+    adv_src = as_id_array(adversarial_meta["source_id"], "adversarial source_id").astype(str)
+    adv_ok = np.asarray(adversarial_meta["success"]).astype(bool)
+    rows = _Rows(
+        nat_src=nat_src, nat_lab=np.asarray(natural_meta["label"]), nat_test=isin(nat_src, test_ids),
+        adv_att=np.asarray(adversarial_meta["attack"]).astype(str),
+        adv_fam=np.asarray(adversarial_meta["family"]).astype(str),
+        adv_set=np.asarray(adversarial_meta["setting"]).astype(str),
+        adv_src=adv_src, adv_ok=adv_ok,
+        adv_q=np.asarray(adversarial_meta.get("success_quantised", adv_ok)).astype(int) == 1,
+        adv_test=isin(adv_src, test_ids),
+    )
+    if deep_meta is not None:
+        df_src = as_id_array(deep_meta["source_id"], "deep-features source_id").astype(str)
+        df_ok = np.asarray(deep_meta["success"]).astype(bool)
+        rows.df_att = np.asarray(deep_meta["attack"]).astype(str)
+        rows.df_set = np.asarray(deep_meta["setting"]).astype(str)
+        rows.df_q = np.asarray(deep_meta.get("success_quantised", df_ok)).astype(int) == 1
+        rows.df_use = df_ok & isin(df_src, test_ids)
+    return rows
+
+
+@dataclass
+class _SettingRows:
+    """One setting's training rows (naturals, then its successful train-side adversarials), their
+    split into fit and validation rows, and its test rows."""
+
+    tr_nat: np.ndarray
+    te_nat: np.ndarray
+    tr_adv: np.ndarray
+    te_adv: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    fam_rows: np.ndarray
+    src: np.ndarray
+    labels: np.ndarray
+    train_feats: dict[str, np.ndarray]
+    seed: int
+    tr: np.ndarray
+    va: np.ndarray
+    nat_te_feats: dict[str, np.ndarray]
+    adv_te_feats: dict[str, np.ndarray]
+    q_rows: np.ndarray  # test adversarials that survive uint8 rounding
+    dfr: np.ndarray | None  # deep-features rows of this setting used for generalisation
+    dfq: np.ndarray | None
+
+
+def _setting_rows(rows: _Rows, s: str, natural_features: Mapping[str, ArrayLike],
+                  adversarial_features: Mapping[str, ArrayLike], taps: Sequence[str], random_state: int,
+                  validation_size: float) -> _SettingRows:
+    tr_adv = np.flatnonzero((rows.adv_set == s) & rows.adv_ok & ~rows.adv_test)
+    te_adv = np.flatnonzero((rows.adv_set == s) & rows.adv_ok & rows.adv_test)
+    tr_nat, te_nat = np.flatnonzero(~rows.nat_test), np.flatnonzero(rows.nat_test)
+    if tr_adv.size == 0 or te_adv.size == 0:
+        raise DataError(f"benchmark, setting {s!r}: no successful adversarials on the train or test side")
+    y = np.r_[np.zeros(tr_nat.size, np.int64), np.ones(tr_adv.size, np.int64)]
+    src = np.concatenate([rows.nat_src[tr_nat], rows.adv_src[tr_adv]])
+    seed = stable_seed(random_state, s)
+    tr, va = split_by_source(src, y, test_size=validation_size, random_state=np.random.default_rng(seed))
+    dfr = dfq = None
+    if rows.df_use is not None:
+        assert rows.df_set is not None and rows.df_q is not None
+        dfr = np.flatnonzero(rows.df_use & (rows.df_set == s))
+        dfq = dfr[rows.df_q[dfr]]
+    return _SettingRows(
+        tr_nat=tr_nat, te_nat=te_nat, tr_adv=tr_adv, te_adv=te_adv, y=y,
+        groups=np.r_[np.full(tr_nat.size, NATURAL), rows.adv_att[tr_adv]].astype(str),
+        fam_rows=np.r_[np.full(tr_nat.size, NATURAL), rows.adv_fam[tr_adv]].astype(str),
+        src=src, labels=np.r_[rows.nat_lab[tr_nat], np.full(tr_adv.size, rows.nat_lab[0])],
+        train_feats={t: np.concatenate([np.asarray(natural_features[t])[tr_nat],
+                                        np.asarray(adversarial_features[t])[tr_adv]]) for t in taps},
+        seed=seed, tr=tr, va=va, nat_te_feats=_sub(natural_features, te_nat, taps),
+        adv_te_feats=_sub(adversarial_features, te_adv, taps), q_rows=te_adv[rows.adv_q[te_adv]], dfr=dfr, dfq=dfq,
+    )
+
+
+def _data_record(rows: _Rows, d: _SettingRows, threshold_naturals: Mapping[str, ArrayLike] | None) -> dict[str, Any]:
+    """How many rows each part of one setting holds, and the share that survives uint8 rounding."""
+    te_fam = rows.adv_fam[d.te_adv]
+    survive = {f: float(np.mean(rows.adv_q[d.te_adv][te_fam == f])) for f in np.unique(te_fam)}
+    n_extra = 0 if threshold_naturals is None else len(next(iter(threshold_naturals.values())))
+    rec: dict[str, Any] = {
+        "train_natural": int(d.tr_nat.size), "train_adversarial": int(d.tr_adv.size),
+        "validation_rows": int(d.va.size), "fit_rows": int(d.tr.size),
+        "threshold_naturals": int((d.y[d.va] == 0).sum()) + n_extra,
+        "test_natural": int(d.te_nat.size), "test_adversarial": int(d.te_adv.size),
+        "test_adversarial_uint8": int(d.q_rows.size), "uint8_survival": survive}
+    if d.dfr is not None:
+        assert rows.df_att is not None and rows.df_q is not None
+        rec["deep_features_test"] = int(d.dfr.size)
+        rec["deep_features_uint8_survival"] = {
+            a: float(np.mean(rows.df_q[d.dfr][rows.df_att[d.dfr] == a])) for a in np.unique(rows.df_att[d.dfr])}
+    return rec
+
+
+@dataclass
+class _Fitter:
+    """Fits the benchmark's detectors, sharing what every one of them may reuse: the class
+    Gaussians (the same for every setting and Mahalanobis-based detector) and the trajectories
+    per (representative, metric), computed as the detectors stage computes them."""
+
+    rows: _Rows
+    natural_features: Mapping[str, ArrayLike]
+    adversarial_features: Mapping[str, ArrayLike]
+    reference: tuple[Mapping[str, ArrayLike], ArrayLike, ArrayLike | None]  # features, labels, predictions
+    reps: Mapping[str, ClassRepresentatives]
+    taps: Sequence[str]
+    blocks: Sequence[str]
+    params: tuple[Mapping[str, Any] | None, Mapping[str, Mapping[str, Any]] | None,
+                  Mapping[str, Mapping[str, Any]] | None]  # common, per architecture, per setting
+    validation_size: float
+    device: Any
+    checkpoint_dir: str | os.PathLike[str] | None
+    gaussians: tuple[Any, ...] | None = None
+    traj_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def fit(self, name: str, s: str, d: _SettingRows) -> AdversarialDetector:
+        if name in BASELINES + OURS:
+            return self._fit_baseline(name, d)
+        return self._fit_trajectory(name, s, d)
+
+    def _fit_baseline(self, name: str, d: _SettingRows) -> AdversarialDetector:
+        det = _build(name, self.taps, d.seed)
+        if isinstance(det, (MahalanobisDetector, FusionDetector)) and self.gaussians is not None:
+            # class Gaussians are the same for every setting and detector: fitted once, reused
+            det.reference_taps_, det.means_, det.precisions_, det.classes_ = self.gaussians  # type: ignore[union-attr]
+        else:
+            det.fit_reference(*self.reference)
+            if isinstance(det, MahalanobisDetector):
+                self.gaussians = (det.reference_taps_, det.means_, det.precisions_, det.classes_)
+        det.fit_features({t: v[d.tr] for t, v in d.train_feats.items()}, d.y[d.tr], labels=d.labels[d.tr],
+                         groups=d.groups[d.tr], source_ids=d.src[d.tr])
+        return det
+
+    def _fit_trajectory(self, name: str, s: str, d: _SettingRows) -> AdversarialDetector:
+        c = DetectorConfig.parse(name)
+        params = merge_params(*self.params, c.arch, s)
+        params.setdefault("random_state", d.seed)
+        if self.device is not None:
+            params.setdefault("device", self.device)
+        if float(params.get("validation_size", 0.2)) != float(self.validation_size):
+            raise ConfigError("benchmark validation_size must equal the trajectory detectors' validation_size")
+        det = TrajectoryFaceDetector(c.arch, c.representative, c.metric, representatives=self.reps[c.representative],
+                                     device=self.device)
+        # computed as the detectors stage computes them (all naturals, all successful adversarials),
+        # so the training rows are bit-identical and its checkpoints are reused
+        T_nat, T_ok = self._trajectories(c)
+        ok_pos = np.full(self.rows.adv_ok.size, -1)
+        ok_pos[np.flatnonzero(self.rows.adv_ok)] = np.arange(int(self.rows.adv_ok.sum()))
+        X = np.concatenate([T_nat[d.tr_nat], T_ok[ok_pos[d.tr_adv]]])
+        det.use_network(fit_or_resume(c, s, params, X, d.y, d.groups, d.src, self.checkpoint_dir))
+        return det
+
+    def _trajectories(self, c: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+        tk = (c.representative, c.metric)
+        if tk not in self.traj_cache:
+            reps = self.reps[c.representative]
+            ok_rows = np.flatnonzero(self.rows.adv_ok)
+            self.traj_cache[tk] = (
+                compute_trajectories({t: self.natural_features[t] for t in self.blocks}, reps, c.metric,
+                                     device=self.device),
+                compute_trajectories(_sub(self.adversarial_features, ok_rows, self.blocks), reps, c.metric,
+                                     device=self.device),
+            )
+        return self.traj_cache[tk]
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """The test inputs every detector of a setting is scored on, and how."""
+
+    rows: _Rows
+    adversarial_uint8: Mapping[str, ArrayLike] | None
+    deep_features: Mapping[str, ArrayLike] | None
+    deep_uint8: Mapping[str, ArrayLike] | None
+    threshold_naturals: Mapping[str, ArrayLike] | None
+    taps: Sequence[str]
+    fpr: float
+    n_bootstrap: int
+    random_state: int
+
+    def threshold(self, det: AdversarialDetector, d: _SettingRows) -> float:
+        """Set the operating threshold on the validation naturals (plus ``threshold_naturals``);
+        returns the validation macro-AUC."""
+        val_scores = det.score_features({t: v[d.va] for t, v in d.train_feats.items()})
+        val_auc = macro_auc(d.y[d.va], val_scores, d.fam_rows[d.va])
+        thr_scores = val_scores[d.y[d.va] == 0]
+        if self.threshold_naturals is not None:
+            thr_scores = np.r_[thr_scores, det.score_features(_sub(self.threshold_naturals, slice(None), self.taps))]
+        det.set_threshold(thr_scores, fpr=self.fpr)
+        return float(val_auc)
+
+    def record(self, det: AdversarialDetector, name: str, s: str, d: _SettingRows, val_auc: float,
+               fit_seconds: float) -> dict[str, Any]:
+        """Scores of the test split (float32, uint8) and of the unseen deep-features attacks."""
+        rows, taps, thr = self.rows, self.taps, det.threshold_
+        t1 = time.perf_counter()
+        nat_scores = det.score_features(d.nat_te_feats)
+        adv_scores = det.score_features(d.adv_te_feats)
+        score_seconds = time.perf_counter() - t1
+        bs = stable_seed(self.random_state, s, name, "benchmark")
+
+        def ev(adv: np.ndarray, fam: np.ndarray, order: Sequence[str], seed: int) -> dict[str, Any] | None:
+            return _eval(nat_scores, adv, fam, thr, order=order, n_bootstrap=self.n_bootstrap, seed=seed, fpr=self.fpr)
+
+        rec: dict[str, Any] = {
+            "validation_macro_auc": val_auc, "threshold": thr,
+            "threshold_rule": det.threshold_rule_, "fit_seconds": fit_seconds,
+            "score_seconds_per_1000": 1000 * score_seconds / max(nat_scores.size + adv_scores.size, 1),
+            "float32": ev(adv_scores, rows.adv_fam[d.te_adv], FAMILY_ORDER, bs),
+        }
+        if self.adversarial_uint8 is not None and d.q_rows.size:
+            rec["uint8"] = ev(det.score_features(_sub(self.adversarial_uint8, d.q_rows, taps)),
+                              rows.adv_fam[d.q_rows], FAMILY_ORDER, bs)
+        if self.deep_features is not None and d.dfr is not None and d.dfr.size:
+            assert rows.df_att is not None
+            rec["generalisation"] = ev(det.score_features(_sub(self.deep_features, d.dfr, taps)),
+                                       rows.df_att[d.dfr], (), bs + 1)
+            if self.deep_uint8 is not None and d.dfq is not None and d.dfq.size:
+                rec["generalisation_uint8"] = ev(det.score_features(_sub(self.deep_uint8, d.dfq, taps)),
+                                                 rows.df_att[d.dfq], (), bs + 1)
+        return rec
+
+
+def _save_detector(det: AdversarialDetector, out: Path, index: dict[str, Any], s: str, name: str,
+                   val_auc: float) -> None:
+    """Write the fitted detector under ``out/detectors/<setting>/<name>`` and list it in the index."""
+    key = f"{s}/{name}"
+    folder = out / "detectors" / s / name
+    det.save(folder, metadata={"name": key, "setting": s, "title": DETECTOR_TITLES.get(name, name),
+                               "validation_macro_auc": val_auc})
+    index["detectors"][key] = {"folder": str(folder.relative_to(out)), "setting": s, "name": name,
+                               "kind": det.kind, "title": DETECTOR_TITLES.get(name, name),
+                               "validation_macro_auc": val_auc, "threshold": det.threshold_,
+                               "threshold_rule": det.threshold_rule_}
 
 
 def _cell(ev: Mapping[str, Any] | None, family: str | None) -> Any:
@@ -363,7 +524,7 @@ def _table(results: Mapping[str, Any], setting: str, part: str, title: str, note
     if not any(evs.values()):
         return None
     order = FAMILY_ORDER if not part.startswith("generalisation") else ()
-    fams = _ordered([f for ev in evs.values() if ev for f in ev["families"]], order)
+    fams = ordered([f for ev in evs.values() if ev for f in ev["families"]], order)
     pct = int(round(100 * float(results.get("fpr", 0.05))))
     cols = ["Detector", *fams, "Macro-AUC", f"TPR at {pct}% FPR (pooled)", "Validation macro-AUC"]
     rows = []
@@ -400,7 +561,7 @@ def benchmark_tables(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def goal_check(results: Mapping[str, Any], *, macro: float = 0.95, cw: float = 0.85, df: float = 0.90) -> dict[str, Any]:
     """The issue's goal for frad's best detector: targeted macro-AUC, CW AUC and unseen deep-features AUC."""
-    recs = (results.get("results") or {}).get("targeted") or {}
+    recs = (results.get("results") or {}).get(Setting.TARGETED) or {}
     rows = {}
     for n, r in recs.items():
         ev = r.get("float32")

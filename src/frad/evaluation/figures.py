@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from ..errors import DataError
+from ..kinds import SETTINGS, AttackKind, Setting
 from .plots import save_figure
 
 __all__ = [
@@ -56,8 +57,6 @@ _GROUP_COLORS = {
     "deep_features-targeted": "tab:green",
     "deep_features-untargeted": "tab:red",
 }
-_SETTINGS = ("targeted", "untargeted")
-_SHORT = {"targeted": "T", "untargeted": "UT"}
 
 
 def _figure(rows: int, cols: int, width: float = 6.4, height: float = 3.8) -> tuple[Figure, list[Any]]:
@@ -108,14 +107,14 @@ def plot_distance_groups(summary: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def plot_distance_attacks(summary: Mapping[str, Any], setting: str = "targeted") -> Figure:
+def plot_distance_attacks(summary: Mapping[str, Any], setting: str = Setting.TARGETED) -> Figure:
     """Figure 7 (``setting='targeted'``) or 8 (``'untargeted'``): one distribution per attack."""
     attacks = (summary.get("attacks") or {}).get(setting) or {}
     if not attacks:
         raise DataError(f"the distance summary holds no {setting} attacks to plot")
     fig, (ax,) = _figure(1, 1, width=7.0, height=4.4)
     for label, a in attacks.items():
-        ls = "-" if a.get("kind") == "deep_features" else "--"
+        ls = "-" if a.get("kind") == AttackKind.DEEP_FEATURES else "--"
         _stairs(ax, summary["bin_edges"], a["counts"], linewidth=1.5, linestyle=ls,
                 label=f"{label} (n={a['n']}, mean {a['mean']:.3g})")
     _natural(ax, summary)
@@ -123,7 +122,7 @@ def plot_distance_attacks(summary: Mapping[str, Any], setting: str = "targeted")
     return fig
 
 
-def plot_mpp(summaries: Mapping[str, Mapping[str, Any]], setting: str | None = "targeted") -> Figure:
+def plot_mpp(summaries: Mapping[str, Mapping[str, Any]], setting: str | None = Setting.TARGETED) -> Figure:
     """Figure 9: the share of pixels per maximum perturbation (grey levels), one series per
     delta, from :func:`~frad.evaluation.scenarios.mpp_summary` results (``setting=None``: all)."""
     chosen = [(k, s) for k, s in summaries.items() if setting is None or s.get("setting") in (setting, None)]
@@ -165,7 +164,7 @@ def plot_verification(summary: Mapping[str, Any]) -> Figure:
     curve coincides with another's (e.g. δ = 7 and δ = 5) is never hidden under it; the
     histogram bins have the threshold as an edge."""
     rows = summary.get("rows") or {}
-    settings = [s for s in _SETTINGS if any(s in r for r in rows.values())]
+    settings = [s for s in SETTINGS if any(s in r for r in rows.values())]
     if not settings:
         raise DataError("the verification summary holds no results to plot")
     labels = [lab for lab, by_setting in rows.items() if any((by_setting.get(s) or {}).get("n") for s in settings)]
@@ -308,11 +307,11 @@ def write_scenario_figures(
     if distances is not None:
         if distances.get("groups"):
             put("figure6", plot_distance_groups(distances))
-        for fid, s in (("figure7", "targeted"), ("figure8", "untargeted")):
+        for fid, s in (("figure7", Setting.TARGETED), ("figure8", Setting.UNTARGETED)):
             if (distances.get("attacks") or {}).get(s):
                 put(fid, plot_distance_attacks(distances, s))
-    if mpp and any(s.get("pixels") and s.get("setting") in ("targeted", None) for s in mpp.values()):
-        put("figure9", plot_mpp(mpp, "targeted"))
+    if mpp and any(s.get("pixels") and s.get("setting") in (Setting.TARGETED, None) for s in mpp.values()):
+        put("figure9", plot_mpp(mpp, Setting.TARGETED))
     if impersonation is not None and impersonation.get("rows"):
         put("figure10", plot_verification(impersonation))
     if evasion is not None and evasion.get("rows"):

@@ -32,8 +32,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import DataError
+from ..kinds import SETTINGS, Setting
 from ..utils.io import atomic_write_bytes
-from .detection import best_configuration
+from .detection.configurations import DetectorConfig
+from .detection.tables import best_configuration
 
 __all__ = [
     "plot_roc_configurations",
@@ -42,9 +44,6 @@ __all__ = [
     "save_figure",
     "plot_detection_figures",
 ]
-
-_SETTING_SHORT = {"targeted": "T", "untargeted": "UT"}
-
 
 def _labels(results: Mapping[str, Any]) -> dict[str, str]:
     return {c["key"]: c["label"] for c in results.get("configurations", [])}
@@ -121,10 +120,10 @@ def _default_generalisation_configs(results: Mapping[str, Any], setting: str) ->
     dets = results["detectors"].get(setting, {})
     best: dict[tuple[str, str], str] = {}
     for key, ev in dets.items():
-        arch, _, metric = key.split("-")
-        cur = best.get((arch, metric))
+        c = DetectorConfig.parse(key)
+        cur = best.get((c.arch, c.metric))
         if cur is None or ev["macro_auc"] > dets[cur]["macro_auc"]:
-            best[(arch, metric)] = key
+            best[(c.arch, c.metric)] = key
     return list(best.values())
 
 
@@ -148,9 +147,10 @@ def plot_roc_generalisation(
                 c = by_cfg.get(key, {}).get(attack)
                 if c is None:
                     continue
-                label = f"{names.get(key, key)} - {_SETTING_SHORT.get(s, s)} (AUC {c['auc']:.3f})"
+                short = Setting(s).short if s in SETTINGS else s
+                label = f"{names.get(key, key)} - {short} (AUC {c['auc']:.3f})"
                 ax.plot(c["fpr"], c["tpr"], label=label, linewidth=1.2,
-                        linestyle="-" if s == "targeted" else "--")
+                        linestyle="-" if s == Setting.TARGETED else "--")
         _style(ax, attack)
     return fig
 

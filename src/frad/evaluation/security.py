@@ -40,6 +40,7 @@ from ..attacks.deep_features import DeepFeaturesAttack
 from ..attacks.criteria import Misclassification, TargetedMisclassification, UndetectedMisclassification
 from ..detection.base import threshold_at_fpr
 from ..errors import ConfigError, DataError
+from ..kinds import SETTINGS, Setting
 from .adaptive import DetectorPenalisedEmbedding, GuardedModel, detector_margin
 from ..utils.metrics import rank_auc
 
@@ -209,7 +210,7 @@ def security_evaluation(
     natural_pixels: Tensor,
     targets: ArrayLike | None = None,
     fpr: float = 0.05,
-    goals: Sequence[str] = ("untargeted", "targeted"),
+    goals: Sequence[str] = (Setting.UNTARGETED, Setting.TARGETED),
     batch_size: int = 32,
     formulation: str = "margin",
     scale: float = 1.0,
@@ -226,16 +227,20 @@ def security_evaluation(
     a name to ``(attack, epsilons)`` (one budget; None for an unbounded minimisation
     attack); ``pixels`` (N, 3, H, W) the sources with their ``labels``; ``targets`` the
     targeted run's identities (required when ``goals`` has "targeted").
+
+    Long because: the loop over detectors, attacks and goals builds each attack's two criteria
+    (non-adaptive and adaptive) and summarises both in place; its helpers (``_fooled``,
+    ``_best_untargeted``, ``summarise_attack``) hold the numbers.
     """
     if fpr <= 0 or fpr >= 1:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
-    unknown = [g for g in goals if g not in ("untargeted", "targeted")]
+    unknown = [g for g in goals if g not in SETTINGS]
     if unknown:
         raise ConfigError(f"goals must be 'untargeted' and/or 'targeted', got {unknown}")
     y = torch.as_tensor(np.asarray(labels)).long()
     if len(y) != len(pixels):
         raise DataError(f"{len(y)} labels for {len(pixels)} sources")
-    if "targeted" in goals:
+    if Setting.TARGETED in goals:
         if targets is None:
             raise ConfigError("the targeted goal needs targets")
         t = torch.as_tensor(np.asarray(targets)).long()
@@ -251,7 +256,7 @@ def security_evaluation(
             if is_df and templates is None:
                 raise ConfigError(f"attack {aname!r} (deep features) needs templates")
             for goal in goals:
-                targeted = goal == "targeted"
+                targeted = goal == Setting.TARGETED
                 classes = t if targeted else y
                 kw: dict[str, Any] = {"templates": templates, "template_labels": template_labels}
                 advs = {

@@ -95,7 +95,12 @@ class TappedModel(FaceModel):
             )
 
     def _dry_run(self) -> None:
-        """One pass on a dummy input: execution order, shapes, call counts, in-place overwrites."""
+        """One pass on a dummy input: execution order, shapes, call counts, in-place overwrites.
+
+        Long because: one forward pass with hooks; the hooks are closures that record execution
+        order, shapes, call counts and in-place overwrites into the same dictionaries, which are
+        then checked together.
+        """
         h, w = self.info.input_size
         device = self.device
         order: dict[str, int] = {}

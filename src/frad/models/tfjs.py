@@ -168,7 +168,12 @@ def read_tfjs_graph(
     source: str | None = None,
 ) -> TFJSGraph:
     """Parse a TF.js graph model.  ``model_json`` is the path of ``model.json`` (shards are read
-    beside it) or its bytes with ``shards`` = {manifest path: bytes}.  Nothing is executed."""
+    beside it) or its bytes with ``shards`` = {manifest path: bytes}.  Nothing is executed.
+
+    Long because: a reader of one file format: the manifest, the weight shards and the graph nodes
+    are read and checked in the order the format lays them out, each error naming the entry it is
+    about.
+    """
     if isinstance(model_json, (bytes, bytearray)):
         src = source or "<model.json>"
         raw = bytes(model_json)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kinds import AttackKind
 from ..utils.io import load_npz, save_npz
 from .context import RunContext
 
@@ -69,7 +70,7 @@ def run_benchmark_stage(ctx: RunContext) -> dict[str, Any]:
     d = ctx.cfg.detection
     nat_feats, nat_labels = ctx.role_features("natural")
     adv_feats, adv_meta = adversarial_table(ctx)
-    is_df = adv_meta["kind"] == "deep_features"
+    is_df = adv_meta["kind"] == AttackKind.DEEP_FEATURES
     blocks = ctx.model.resolve_taps("blocks")
     taps = [*blocks, "embedding"]
     train_feats, train_labels = ctx.role_features("train")

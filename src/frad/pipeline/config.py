@@ -9,6 +9,7 @@ before any work starts: an unknown key, a wrong type or an impossible value rais
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..kinds import SETTINGS, AttackKind, Setting
 from ..utils.executors import ExecutorSpec
 
 __all__ = [
@@ -168,7 +170,7 @@ class AttacksConfig:
         if not self.attacks:
             raise ConfigError(f"{where}.attacks: list at least one classifier attack")
         run = self.run_config(seed=0, where=where)
-        bad = [a.name for a in run.attacks if a.attack == "deep_features"]
+        bad = [a.name for a in run.attacks if a.kind is AttackKind.DEEP_FEATURES]
         if bad:
             raise ConfigError(f"{where}.attacks: deep-features attacks belong in the deep_features section ({bad[0]})")
 
@@ -187,7 +189,7 @@ class AttacksConfig:
 class DeepFeaturesConfig:
     enabled: bool = True
     deltas: list[float] = field(default_factory=lambda: [5.0, 7.0, 10.0])
-    settings: list[Literal["targeted", "untargeted"]] = field(default_factory=lambda: ["targeted", "untargeted"])
+    settings: list[Setting] = field(default_factory=lambda: list(SETTINGS))
     max_iter: int = 700
     k: int = 1
     tap: str | None = None
@@ -219,12 +221,12 @@ class DetectionConfig:
             f"{a}-{r}-{m}" for a in ("lstm", "mlp") for r in ("medoid", "centroid") for m in ("euclidean", "cosine")
         ]
     )
-    settings: list[Literal["targeted", "untargeted"]] = field(default_factory=lambda: ["targeted", "untargeted"])
+    settings: list[Setting] = field(default_factory=lambda: list(SETTINGS))
     test_size: float = 0.3
     n_bootstrap: int = 1000
     detector: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 150, "batch_size": 256, "lr": 1e-3})
     arch: dict[str, dict[str, Any]] = field(default_factory=lambda: {"lstm": {"bidirectional": True}})
-    setting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setting: dict[Setting, dict[str, Any]] = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         from ..evaluation.detection import DetectorConfig
@@ -492,6 +494,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return " or ".join(repr(m.value) for m in tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
@@ -524,6 +528,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp) and not isinstance(value, bool):
             return value
+        raise ConfigError(f"{where}: one of {_type_name(tp)} is needed, got {value!r}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # typed values (frad.kinds) from their strings
+        if isinstance(value, str) and value in {m.value for m in tp}:
+            return tp(value)
         raise ConfigError(f"{where}: one of {_type_name(tp)} is needed, got {value!r}")
     if origin is list:
         if not isinstance(value, list):
@@ -604,8 +612,19 @@ def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | Non
 
 
 def config_to_dict(cfg: Any) -> Any:
-    """Plain data (JSON/YAML-able) of a config or one of its sections."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    """Plain data (JSON/YAML-able) of a config or one of its sections (typed values as their strings)."""
+    return _plain(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every enum (:mod:`frad.kinds`) replaced by its string, containers walked."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def section_hash(*parts: Any) -> str:

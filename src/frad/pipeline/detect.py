@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, FradError
+from ..kinds import KINDS, AttackKind
 from ..utils.io import load_npz
 
 __all__ = ["detect_images", "DetectReport", "export_adversarials", "image_files", "IMAGE_SUFFIXES"]
@@ -185,7 +186,7 @@ def export_adversarials(
     run_dir, out = Path(run_dir), Path(out_dir)
     written: list[Path] = []
     found = False
-    for kind in ("classifier", "deep_features"):
+    for kind in KINDS:
         folder = run_dir / "attacks" / kind
         if not folder.is_dir():
             continue
@@ -193,7 +194,7 @@ def export_adversarials(
         for name in res.attack_names:
             if attack is not None and name != attack:
                 continue
-            if attack is None and kind != "classifier":
+            if attack is None and kind is not AttackKind.CLASSIFIER:
                 continue
             found = True
             idx = res.rows(name)
@@ -209,7 +210,7 @@ def export_adversarials(
                 written.append(path)
     if not found:
         names = []
-        for kind in ("classifier", "deep_features"):
+        for kind in KINDS:
             if (run_dir / "attacks" / kind).is_dir():
                 names += load_results(run_dir / "attacks" / kind).attack_names
         raise DataError(f"{run_dir}: no attack {attack!r}; attacks: {', '.join(names) or 'none (attacks not run)'}")

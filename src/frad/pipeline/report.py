@@ -388,6 +388,10 @@ def _config_text(config: Any) -> str | None:
 
 
 def _build(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | None) -> _Doc:
+    """The report document of ``results`` (the Markdown and HTML are rendered from it).
+
+    Long because: the report's sections in reading order, each a few lines appending to the same
+    document."""
     rd = Path(run_dir) if run_dir is not None else None
     run = results.get("run") if isinstance(results.get("run"), Mapping) else {}
     dataset = results.get("dataset") if isinstance(results.get("dataset"), Mapping) else {}

@@ -16,6 +16,7 @@ import numpy as np
 from .. import __version__
 from ..evaluation import paper
 from ..evaluation import scenarios as S
+from ..kinds import Setting
 from ..utils.io import read_json
 from ..utils.revision import source_revision
 from .config import config_to_dict
@@ -108,7 +109,7 @@ def _attack_success(*summaries: dict[str, Any]) -> dict[str, Any]:
         for spec in summ.get("attacks", []):
             name = spec["name"]
             r = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summ["success"][name].items()}
-            rows.append([name, "targeted" if spec["targeted"] else "untargeted", int(r["n"]), r["success"],
+            rows.append([name, Setting.of(spec["targeted"]), int(r["n"]), r["success"],
                          r["success_quantised"], r["l2"], r["linf"], r["iterations"]])
     return {"title": "Attack success rates", "columns": ["Attack", "Setting", "Sources", "Success (float32)",
                                                           "Success (uint8)", "Mean L2", "Mean L-inf", "Mean iterations"],
@@ -172,7 +173,11 @@ def _benchmark_summary(bench: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def build_results(ctx: RunContext) -> dict[str, Any]:
-    """The run's results.json document (see :mod:`frad.pipeline.report`)."""
+    """The run's results.json document (see :mod:`frad.pipeline.report`).
+
+    Long because: the sections of results.json in the order of its schema, each a few lines reading
+    one stage's output into the same document.
+    """
     cfg = ctx.cfg
     data, clf, recog = _record(ctx, "data"), _record(ctx, "classifier"), _record(ctx, "recognition")
     attacks, dfs = _record(ctx, "attacks"), _record(ctx, "deep_features")
@@ -181,7 +186,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     det_figs = _record(ctx, "detectors").get("figures", {})
 
     tables: dict[str, Any] = {"fr_system": _fr_system(clf, recog), "attack_success": _attack_success(attacks, dfs)}
-    for tid, setting in (("table1", "targeted"), ("table2", "untargeted")):
+    for tid, setting in (("table1", Setting.TARGETED), ("table2", Setting.UNTARGETED)):
         t = det["tables"].get(setting)
         if t:
             tables[tid] = beside_paper(
@@ -194,7 +199,7 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
     for tid, scenario in (("table3", "impersonation"), ("table4", "evasion")):
         if ver.get(scenario, {}).get("rows"):
             tables[tid] = S.verification_table(ver[scenario])
-    for tid, setting in (("table5", "targeted"), ("table6", "untargeted")):
+    for tid, setting in (("table5", Setting.TARGETED), ("table6", Setting.UNTARGETED)):
         g = det.get("generalisation", {}).get(setting)
         if g and g.get("rows"):
             tables[tid] = {"title": g.get("title") or f"AUC on {setting} deep-features attacks",
@@ -237,8 +242,8 @@ def build_results(ctx: RunContext) -> dict[str, Any]:
         "figure3": {"classifier": det.get("curves", {}).get("classifier")},
         "figure12": {"generalisation": det.get("curves", {}).get("generalisation")},
         "figure6": {"groups": scen.get("distances", {}).get("groups"), "bin_edges": scen.get("distances", {}).get("bin_edges")},
-        "figure7": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get("targeted")},
-        "figure8": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get("untargeted")},
+        "figure7": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get(Setting.TARGETED)},
+        "figure8": {"attacks": (scen.get("distances", {}).get("attacks") or {}).get(Setting.UNTARGETED)},
         "figure9": scen.get("mpp"),
         "figure10": ver.get("impersonation"),
         "figure11": ver.get("evasion"),

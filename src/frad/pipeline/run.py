@@ -29,7 +29,7 @@ from ..utils.locking import FolderLock
 from ..utils.threads import SMALL_MODEL_THREADS, torch_threads
 from .config import ExperimentConfig, config_to_dict, load_config, section_hash
 from .context import RunContext
-from .stages import STAGES, Stage
+from .stages import STAGES, Stage, deep_features_name
 
 __all__ = ["run", "run_experiment", "run_status", "RunOutcome", "stage_fingerprints", "open_run_config"]
 
@@ -250,7 +250,7 @@ def _shard_progress(run_dir: Path, stage: str) -> dict[str, Any] | None:
     else:
         shard_size = cfg.deep_features.shard_size
         d = cfg.deep_features
-        names = [f"deep_features-{'T' if st == 'targeted' else 'U'}-delta{delta:g}" for st in d.settings for delta in d.deltas]
+        names = [deep_features_name(st, delta) for st in d.settings for delta in d.deltas]
     per = max(1, -(-n // shard_size))
     per_attack = {nm: len(list((root / nm).glob("shard-*.csv"))) if (root / nm).is_dir() else 0 for nm in names}
     return {"done": sum(per_attack.values()), "total": per * len(names), "shards_per_attack": per,

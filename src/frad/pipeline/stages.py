@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..evaluation.scenarios import attack_family, delta_label
+from ..kinds import SETTINGS, AttackKind, Setting
 from ..utils.io import save_npz, write_json
 from .config import ExperimentConfig
 from .context import RunContext, build_dataset
@@ -256,6 +257,11 @@ def detector_test_sources(ctx: RunContext) -> set[str]:
     return {str(i) for i in ids}
 
 
+def deep_features_name(setting: Setting, delta: float) -> str:
+    """The name of a deep-features attack of the run: ``deep_features-T-delta5``."""
+    return f"deep_features-{setting.letter}-delta{delta:g}"
+
+
 def run_deep_features(ctx: RunContext) -> dict[str, Any]:
     from ..attacks.grid import RunConfig
 
@@ -280,8 +286,8 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
                               "feature": d.tap or "embedding"}
     if d.workers is not None:
         params["workers"] = d.workers
-    entries = [{"attack": "deep_features", "targeted": s == "targeted", "epsilon": float(delta),
-                "name": f"deep_features-{'T' if s == 'targeted' else 'U'}-delta{delta:g}", **params}
+    entries = [{"attack": "deep_features", "targeted": s.targeted, "epsilon": float(delta),
+                "name": deep_features_name(s, delta), **params}
                for s in d.settings for delta in d.deltas]
     run_config = RunConfig.from_dict({"seed": ctx.cfg.seed, "shard_size": d.shard_size, "batch_size": d.shard_size,
                                       "quantise": ctx.cfg.attacks.quantise, "attacks": entries})
@@ -305,10 +311,10 @@ def run_deep_features(ctx: RunContext) -> dict[str, Any]:
 def _attack_runs(ctx: RunContext) -> list[tuple[str, Any]]:
     from ..attacks.shards import load_results
 
-    runs = [("classifier", load_results(ctx.run_dir / "attacks" / "classifier",
+    runs = [(AttackKind.CLASSIFIER, load_results(ctx.run_dir / "attacks" / "classifier",
                                         attacks=[a.name for a in ctx.cfg.attacks.run_config(ctx.cfg.seed).attacks]))]
     if ctx.cfg.deep_features.enabled:
-        runs.append(("deep_features", load_results(ctx.run_dir / "attacks" / "deep_features")))
+        runs.append((AttackKind.DEEP_FEATURES, load_results(ctx.run_dir / "attacks" / "deep_features")))
     return runs
 
 
@@ -330,11 +336,11 @@ def adversarial_table(ctx: RunContext) -> tuple[dict[str, np.ndarray], dict[str,
             rows = {k: v[idx] for k, v in run.table.items()}
             n = len(idx)
             fam = attack_family(str(rows["attack"][0]))
-            label = name if kind == "classifier" else delta_label(float(rows["epsilon"][0]))
+            label = name if kind is AttackKind.CLASSIFIER else delta_label(float(rows["epsilon"][0]))
             meta["attack"] += [label] * n
             meta["registry"] += [str(rows["attack"][0])] * n
             meta["family"] += [fam] * n
-            meta["setting"] += ["targeted" if t else "untargeted" for t in rows["targeted"]]
+            meta["setting"] += [Setting.of(t) for t in rows["targeted"]]
             meta["kind"] += [kind] * n
             for col in ("source_id", "success", "success_quantised", "true_label", "target", "predicted",
                         "epsilon", "l2", "linf"):
@@ -397,7 +403,7 @@ def run_detectors(ctx: RunContext) -> dict[str, Any]:
     d = ctx.cfg.detection
     nat_feats, _ = ctx.role_features("natural")
     adv_feats, adv_meta = adversarial_table(ctx)
-    is_df = adv_meta["kind"] == "deep_features"
+    is_df = adv_meta["kind"] == AttackKind.DEEP_FEATURES
     blocks = ctx.model.resolve_taps("blocks")
     train_feats, train_labels = ctx.role_features("train")
     pred = ctx.head.predict(train_feats["embedding"])
@@ -439,6 +445,43 @@ def _source_lookup(ctx: RunContext) -> tuple[dict[str, int], np.ndarray]:
     return {sid: i for i, sid in enumerate(ids)}, ctx.images(idx)
 
 
+def _verification_summaries(ctx: RunContext, meta: dict[str, np.ndarray], labels: np.ndarray, emb_adv: np.ndarray,
+                            assigned: np.ndarray, success: np.ndarray, pos: dict[str, int]) -> dict[str, Any]:
+    """Impersonation and evasion summaries (Tables 3-4, Figures 10-11): one row per deep-features
+    attack and budget (delta ascending), then CW; each row per setting."""
+    from ..evaluation import scenarios as S
+
+    cfg, sc, emb = ctx.cfg, ctx.cfg.scenarios, ctx.features.embedding
+    ver = ctx.verification
+    vmetric = cfg.recognition.verification_metric
+    pool_idx = ctx.split.indices("natural", "test")
+    pool_emb, pool_lab = emb[pool_idx], ctx.split.labels("natural", "test")
+    pool_ids = np.asarray(ctx.split.image_ids("natural", "test"))
+    src_emb_all = emb[ctx.split.indices("source")]
+    verification: dict[str, Any] = {}
+    df_attacks = sorted({(float(e), str(r)) for r, e in zip(meta["registry"], meta["epsilon"])
+                         if S.attack_kind(str(r)) is AttackKind.DEEP_FEATURES})
+    row_labels = [(S.attack_label(r, e), S.verification_row_label(r, e)) for e, r in df_attacks] + [("CW", "CW")]
+    for scenario in ("impersonation", "evasion"):
+        rows_by_label: dict[str, dict[str, Any]] = {}
+        for fam_label, key in row_labels:
+            for setting in SETTINGS:
+                m = (labels == fam_label) & (meta["setting"] == setting)
+                if not m.any():
+                    continue
+                sid = meta["source_id"][m].astype(str)
+                res = S.verification_scenario(
+                    scenario, source_embeddings=src_emb_all[[pos[s] for s in sid]], adversarial_embeddings=emb_adv[m],
+                    source_labels=meta["true_label"][m], assigned=assigned[m], source_ids=sid,
+                    pool_embeddings=pool_emb, pool_labels=pool_lab, pool_ids=pool_ids,
+                    threshold=float(ver["threshold"]), success=success[m], metric=vmetric, random_state=cfg.seed,
+                    bins=sc.bins,
+                )
+                rows_by_label.setdefault(key, {})[setting] = res
+        verification[scenario] = S.verification_summary(scenario, float(ver["threshold"]), rows_by_label, metric=vmetric)
+    return verification
+
+
 def run_scenarios(ctx: RunContext) -> dict[str, Any]:
     """The paper's section 5.3: distances to the assigned template (Figures 6-8), maximum pixel
     perturbation of deep-features adversarials (Figure 9), impersonation and evasion at the
@@ -476,8 +519,8 @@ def run_scenarios(ctx: RunContext) -> dict[str, Any]:
             src = src_pixels[[pos[str(i)] for i in rows["source_id"]]].transpose(0, 3, 1, 2).astype(np.float32)
             adv = np.asarray(run.adversarials(name, mmap=False))
             ok = rows["success"].astype(bool)
-            setting = "targeted" if bool(rows["targeted"][0]) else "untargeted"
-            if kind == "deep_features":
+            setting = Setting.of(rows["targeted"][0])
+            if kind is AttackKind.DEEP_FEATURES:
                 delta = float(rows["epsilon"][0])
                 h = S.MPPHistogram(delta, setting=setting, label=S.delta_label(delta))
                 h.update(adv, src, ok)
@@ -494,34 +537,9 @@ def run_scenarios(ctx: RunContext) -> dict[str, Any]:
                                              "amplified for visibility" + (f" (x{amp:g})" if amp else "")}
 
     # Tables 3-4, Figures 10-11: impersonation and evasion (deep features at each delta, and CW)
-    ver = ctx.verification
-    vmetric = cfg.recognition.verification_metric
-    pool_idx = ctx.split.indices("natural", "test")
-    pool_emb, pool_lab = emb[pool_idx], ctx.split.labels("natural", "test")
-    pool_ids = np.asarray(ctx.split.image_ids("natural", "test"))
-    src_emb_all = emb[ctx.split.indices("source")]
-    verification: dict[str, Any] = {}
-    for scenario in ("impersonation", "evasion"):
-        rows_by_label: dict[str, dict[str, Any]] = {}
-        for fam_label in sorted({lab for lab, r in zip(labels, meta["registry"]) if r == "deep_features"},
-                                key=lambda x: float(x.split("=")[-1])) + ["CW"]:
-            for setting in ("targeted", "untargeted"):
-                m = (labels == fam_label) & (meta["setting"] == setting)
-                if not m.any():
-                    continue
-                sid = meta["source_id"][m].astype(str)
-                res = S.verification_scenario(
-                    scenario, source_embeddings=src_emb_all[[pos[s] for s in sid]], adversarial_embeddings=emb_adv[m],
-                    source_labels=meta["true_label"][m], assigned=assigned[m], source_ids=sid,
-                    pool_embeddings=pool_emb, pool_labels=pool_lab, pool_ids=pool_ids,
-                    threshold=float(ver["threshold"]), success=success[m], metric=vmetric, random_state=cfg.seed,
-                    bins=sc.bins,
-                )
-                key = fam_label.removeprefix("DF ")
-                rows_by_label.setdefault(key, {})[setting] = res
-        verification[scenario] = S.verification_summary(scenario, float(ver["threshold"]), rows_by_label, metric=vmetric)
+    verification = _verification_summaries(ctx, meta, labels, emb_adv, assigned, success, pos)
 
-    df = meta["kind"] == "deep_features"
+    df = meta["kind"] == AttackKind.DEEP_FEATURES
     rates = S.success_rates(success[df], meta["epsilon"][df], meta["setting"][df]) if df.any() else {}
     figures = write_scenario_figures(ctx.run_dir / "figures", distances=distances, mpp=mpp,
                                      impersonation=verification.get("impersonation"),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..kinds import SETTINGS, AttackKind
 from ..utils.io import load_npz, read_json, save_npz, write_json
 from .context import RunContext
 
@@ -104,6 +105,11 @@ def embed_pixels(model: Any, pixels: np.ndarray, *, batch_size: int, device: Any
 
 
 def run_transfer(ctx: RunContext) -> dict[str, Any]:
+    """The transfer stage: the run's adversarials carried to each further network and scored there.
+
+    Long because: per further network, its FR system, then per attack run the carried perturbations
+    and their scores per setting; the loops share the source network's chips, transforms and
+    embeddings."""
     from ..data.features import prepare_inputs
     from ..evaluation.transfer import carry_perturbation, transfer_scores
     from ..models.registry import create_model
@@ -150,7 +156,7 @@ def run_transfer(ctx: RunContext) -> dict[str, Any]:
         emb_src = emb[src_idx]
         clean_pred_all = ident.predict(emb_src)
         for kind, run in runs:
-            if t.attacks and kind == "classifier":
+            if t.attacks and kind == AttackKind.CLASSIFIER:
                 names = [n for n in run.attack_names if n in t.attacks]
             else:
                 names = list(run.attack_names)
@@ -166,8 +172,8 @@ def run_transfer(ctx: RunContext) -> dict[str, Any]:
                 adv_emb = embed_pixels(model, carried, batch_size=batch, device=ctx.device)
                 pred = ident.predict(adv_emb)
                 targeted = tab["targeted"].astype(bool)
-                for setting in ("targeted", "untargeted"):
-                    m = targeted == (setting == "targeted")
+                for setting in SETTINGS:
+                    m = targeted == setting.targeted
                     if not m.any():
                         continue
                     sc = transfer_scores(
@@ -178,7 +184,7 @@ def run_transfer(ctx: RunContext) -> dict[str, Any]:
                         pool_embeddings=emb[pool_idx], pool_labels=pool_lab, pool_ids=pool_ids,
                         threshold=thr, metric=vmetric, random_state=ctx.cfg.seed,
                     )
-                    label = aname if kind == "classifier" else aname.replace(f"-{'T' if setting == 'targeted' else 'U'}-", "-")
+                    label = aname if kind == AttackKind.CLASSIFIER else aname.replace(f"-{setting.letter}-", "-")
                     rows.append({"source": src_name, "target": name, "kind": kind, "attack": label,
                                  "setting": setting, **sc})
                 mine = [r for r in rows if r["target"] == name and r["kind"] == kind][-2:]

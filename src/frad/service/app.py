@@ -123,7 +123,11 @@ class _Guard:
 
 def create_app(service: FaceService, *, metrics: ServiceMetrics | None = None, max_body: int | None = None,
                body_timeout: float = 10.0) -> FastAPI:
-    """The FastAPI application serving ``service`` (started and stopped with the app)."""
+    """The FastAPI application serving ``service`` (started and stopped with the app).
+
+    Long because: the HTTP API's route table; each route is a closure over the service, its metrics
+    and the body limit, so the routes are defined where the app is built.
+    """
     metrics = metrics or ServiceMetrics()
     settings = service.settings
     if max_body is None:
