@@ -70,14 +70,20 @@ def test_setting_helpers() -> None:
 
 @pytest.mark.parametrize("name", sorted(MAIN_FINGERPRINTS))
 def test_stage_fingerprints_did_not_move(name: str) -> None:
-    assert stage_fingerprints(load_config(CONFIGS / name)) == MAIN_FINGERPRINTS[name]
+    assert _pinned(stage_fingerprints(load_config(CONFIGS / name))) == _pinned(MAIN_FINGERPRINTS[name])
 
 
 def test_stage_fingerprints_with_explicit_settings_did_not_move() -> None:
     cfg = load_config(CONFIGS / "demo.yaml", VARIANT)
     assert cfg.deep_features.settings == [Setting.UNTARGETED]
     assert all(isinstance(s, Setting) for s in cfg.detection.settings) and Setting.TARGETED in cfg.detection.setting
-    assert stage_fingerprints(cfg) == MAIN_VARIANT
+    assert _pinned(stage_fingerprints(cfg)) == _pinned(MAIN_VARIANT)
+
+
+def _pinned(fingerprints: dict[str, str]) -> dict[str, str]:
+    """The stages whose fingerprints must not move.  ``report`` moved on purpose after these were
+    pinned (version 2, and the new ``security`` stage among its inputs), and ``security`` is new."""
+    return {k: v for k, v in fingerprints.items() if k not in ("report", "security")}
 
 
 def test_config_carries_typed_settings_and_writes_plain_ones() -> None:
