@@ -72,7 +72,8 @@ from .detection import (
 from ..utils.metrics import tar_at_far
 from .operating_point import operating_point, operating_point_table
 
-__all__ = ["BASELINES", "OURS", "PEERS", "benchmark_names", "unavailable_peers", "peer_versions", "run_benchmark", "benchmark_tables", "DETECTOR_TITLES"]
+__all__ = ["BASELINES", "OURS", "PEERS", "benchmark_names", "unavailable_peers", "peer_versions", "run_benchmark",
+           "benchmark_tables", "DETECTOR_TITLES"]
 
 BASELINES: tuple[str, ...] = ("mahalanobis", "mahalanobis-unsupervised", "lid", "deep-knn")
 OURS: tuple[str, ...] = ("fusion",)
