@@ -37,6 +37,7 @@ reproducible.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ def _require_art() -> tuple[Any, Any]:
     except Exception as exc:  # noqa: BLE001
         raise ARTMissingError(f"the ART peer detector needs the Adversarial Robustness Toolbox ({exc}); "
                               f"{ART_INSTALL_HINT}") from None
+    art_log = logging.getLogger("art")
+    if art_log.level == logging.NOTSET:  # ART logs every classifier it wraps at INFO; keep frad's log readable
+        art_log.setLevel(logging.WARNING)
     return BinaryActivationDetector, PyTorchClassifier
 
 
