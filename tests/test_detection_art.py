@@ -106,8 +106,8 @@ def test_saved_peer_scores_identically_and_refuses_another_model(tmp_path):
     px = torch.cat([nat, adv])
     y = np.r_[np.zeros(60, int), np.ones(60, int)]
     feats = pixel_features(model, px, TAPS)
-    det = ARTActivationDetector(epochs=5).fit_features(feats, y).bind(model)
-    assert det.layer_ == "block2"  # default: the last block before the embedding
+    det = ARTActivationDetector(layer=None, epochs=5).fit_features(feats, y).bind(model)
+    assert det.layer_ == "block2"  # layer=None: the last block before the embedding
     det.save(tmp_path / "d")
     back = load_detector_folder(tmp_path / "d", face_model=model)
     assert isinstance(back, ARTActivationDetector)
@@ -115,6 +115,23 @@ def test_saved_peer_scores_identically_and_refuses_another_model(tmp_path):
     np.testing.assert_allclose(back.score_samples(px), det.score_features(feats), atol=1e-6)
     with pytest.raises(WeightsError, match="trained on face model"):
         load_detector_folder(tmp_path / "d", face_model=TinyFace(seed=2))
+
+
+@needs_art
+def test_auto_layer_finds_the_tap_that_carries_the_signal():
+    from frad.detection import ARTActivationDetector
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
+    feats = {t: rng.normal(size=(n, 8)).astype(np.float32) for t in ("b1", "b2", "b3", "embedding")}
+    feats["b2"][y == 1] += 1.5  # only b2 separates adversarials from naturals
+    src = np.arange(n).astype(str)
+    det = ARTActivationDetector(epochs=20, random_state=1).fit_features(feats, y, source_ids=src)
+    assert set(det.layer_selection_) == set(feats)
+    assert det.layer_ == "b2" == max(det.layer_selection_, key=det.layer_selection_.get)
+    assert det.layer_selection_["b2"] > 0.85 and max(v for t, v in det.layer_selection_.items() if t != "b2") < 0.75
+    assert det.taps_ == ["b2"]
 
 
 def _bench_inputs():

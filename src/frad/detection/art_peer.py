@@ -6,12 +6,15 @@ ART's detector reads the activations of a classifier (an ART ``PyTorchClassifier
 named layer and trains a second ART ``PyTorchClassifier`` (the *detector network*) to tell
 natural (class 0) from adversarial (class 1) inputs on them.  Here:
 
-- **the layer**: the face model's last convolutional block before the embedding (dlib's
-  ResNet: ``block14``, 256 channels), global-average pooled, i.e. exactly the pooled tap
-  frad's feature cache holds.  The deepest block is where attacks on the identity have moved
-  the representation furthest while it still carries more than the 128-d embedding (Metzen
-  et al. attach detectors at several depths; a single deep layer is ART's usual use).
-  ``layer=`` picks another tap.
+- **the layer**: one tap of the face model, global-average pooled, i.e. exactly the pooled
+  tap frad's feature cache holds.  ``layer="auto"`` (the default) chooses it as Metzen et
+  al. did, by trying the detector at every depth: every tap's detector is trained on 75% of
+  the training rows' source images and the tap with the best macro-AUC on the other 25%
+  (mean over attacks of the AUC against the naturals) is kept, then refitted on all
+  training rows; the per-tap AUCs are saved with the detector (``layer_selection_``).  No
+  benchmark validation or test row takes part in the choice.  ``layer="block14"`` (say)
+  fixes it.  (At demo scale on LFW, the last block, chosen a priori in a first version, was
+  among the worst layers: benchmarks/RESULTS.md.)
 - **the face side**: :func:`art_face_classifier` wraps the frad face model (RGB pixels in
   [0, 255], its own preprocessing inside, ``clip_values=(0, 255)``) in an ART
   ``PyTorchClassifier`` whose layer ``pooled_<tap>`` is the pooled tap; ART's
@@ -188,9 +191,9 @@ class ARTActivationDetector(AdversarialDetector):
     kind = "art_binary_activation"
     title = "ART BinaryActivationDetector (maintained peer)"
 
-    def __init__(self, *, layer: str | None = None, taps: Sequence[str] | None = None, hidden: int = 128,
+    def __init__(self, *, layer: str | None = "auto", taps: Sequence[str] | None = None, hidden: int = 128,
                  epochs: int = 60, batch_size: int = 64, lr: float = 1e-3, random_state: int | None = 0,
-                 device: Any = None) -> None:
+                 selection_size: float = 0.25, device: Any = None) -> None:
         self.layer = layer
         self.taps = taps
         self.hidden = hidden
@@ -198,9 +201,11 @@ class ARTActivationDetector(AdversarialDetector):
         self.batch_size = batch_size
         self.lr = lr
         self.random_state = random_state
+        self.selection_size = selection_size
         self.device = device
 
     def _layer(self, available: Sequence[str]) -> str:
+        """A fixed layer (``layer=None``: the last block before the embedding)."""
         if self.layer is not None:
             if self.layer not in available:
                 raise ConfigError(f"ART peer: layer {self.layer!r} is not among the features' taps {list(available)}")
@@ -222,16 +227,50 @@ class ARTActivationDetector(AdversarialDetector):
 
     def fit_features(self, features: Mapping[str, ArrayLike], y: ArrayLike, *, labels: ArrayLike | None = None,
                      groups: ArrayLike | None = None, source_ids: ArrayLike | None = None) -> ARTActivationDetector:
-        """Train ART's detector on the pooled activations at ``layer`` (y: 1 = adversarial)."""
+        """Train ART's detector on the pooled activations at ``layer`` (y: 1 = adversarial);
+        ``layer="auto"`` first chooses the tap on a held-out share of the rows' source images."""
         _require_art()
-        self.layer_ = self._layer(list(features) if self.taps is None else list(self.taps))
-        _, feats, n = check_features(features, [self.layer_], "features")
-        x = np.ascontiguousarray(feats[self.layer_], np.float32)
+        available = list(features) if self.taps is None else list(self.taps)
         yy = np.asarray(y).astype(np.int64).ravel()
-        if yy.size != n:
-            raise DataError(f"ART peer: {n} feature rows but {yy.size} labels")
         if yy.min(initial=0) == yy.max(initial=0) or not set(np.unique(yy)) <= {0, 1}:
             raise DataError("ART peer: needs natural (0) and adversarial (1) rows, and nothing else")
+        self.layer_selection_: dict[str, float] | None = None
+        if self.layer == "auto":
+            self.layer_, self.layer_selection_ = self._select_layer(features, yy, available, groups, source_ids)
+        else:
+            self.layer_ = self._layer(available)
+        return self._fit_layer(features, yy)
+
+    def _select_layer(self, features: Mapping[str, ArrayLike], y: np.ndarray, available: Sequence[str],
+                      groups: ArrayLike | None, source_ids: ArrayLike | None) -> tuple[str, dict[str, float]]:
+        from .detectors import macro_auc
+        from .sampling import split_by_source
+
+        _, feats, n = check_features(features, list(available), "features")
+        if y.size != n:
+            raise DataError(f"ART peer: {n} feature rows but {y.size} labels")
+        src = np.arange(n).astype(str) if source_ids is None else np.asarray(source_ids).astype(str)
+        grp = np.where(y == 1, "adversarial", "natural") if groups is None else np.asarray(groups).astype(str)
+        rng = np.random.default_rng(None if self.random_state is None else int(self.random_state))
+        tr, va = split_by_source(src, y, test_size=float(self.selection_size), random_state=rng)
+        if np.unique(y[tr]).size < 2 or np.unique(y[va]).size < 2:
+            raise DataError("ART peer: too few rows to choose a layer (both sides of the split need naturals and "
+                            "adversarials); pass layer=<tap>")
+        aucs: dict[str, float] = {}
+        for t in available:
+            probe = ARTActivationDetector(layer=t, hidden=self.hidden, epochs=self.epochs, batch_size=self.batch_size,
+                                          lr=self.lr, random_state=self.random_state, device=self.device)
+            probe.layer_ = t
+            probe._fit_layer({t: feats[t][tr]}, y[tr])
+            aucs[t] = float(macro_auc(y[va], probe.score_features({t: feats[t][va]}), grp[va]))
+        best = max(available, key=lambda t: (aucs[t], -list(available).index(t)))  # ties: the shallower tap
+        return best, aucs
+
+    def _fit_layer(self, features: Mapping[str, ArrayLike], yy: np.ndarray) -> ARTActivationDetector:
+        _, feats, n = check_features(features, [self.layer_], "features")
+        x = np.ascontiguousarray(feats[self.layer_], np.float32)
+        if yy.size != n:
+            raise DataError(f"ART peer: {n} feature rows but {yy.size} labels")
         sd = x.std(axis=0)
         self._build(x.shape[1], x.mean(axis=0), np.where(sd > 1e-6, sd, 1.0))
         with torch.random.fork_rng(devices=[]):
@@ -277,7 +316,8 @@ class ARTActivationDetector(AdversarialDetector):
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Tensor]]:
         settings = {"layer": self.layer_, "channels": self.channels_, "hidden": int(self.hidden),
                     "epochs": int(self.epochs), "batch_size": int(self.batch_size), "lr": float(self.lr),
-                    "random_state": self.random_state, "art_version": art_version()}
+                    "random_state": self.random_state, "art_version": art_version(),
+                    "layer_selection": getattr(self, "layer_selection_", None)}
         tensors = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
         return settings, {"mean": self.mean_, "std": self.std_}, tensors
 
@@ -289,6 +329,7 @@ class ARTActivationDetector(AdversarialDetector):
                    batch_size=int(settings["batch_size"]), lr=float(settings["lr"]),
                    random_state=settings.get("random_state"))
         self.layer_ = str(settings["layer"])
+        self.layer_selection_ = settings.get("layer_selection")
         self._build(int(settings["channels"]), arrays["mean"], arrays["std"])
         self.network_.load_state_dict({k[len("network."):]: v for k, v in tensors.items()
                                        if k.startswith("network.")})

@@ -85,7 +85,7 @@ DETECTOR_TITLES: dict[str, str] = {
     "lid": "LID (Ma et al. 2018)",
     "deep-knn": "Deep k-NN (Papernot & McDaniel 2018)",
     "fusion": "frad fusion (ours): Mahalanobis + trajectory margins + LID",
-    "art-binary-activation": "ART BinaryActivationDetector (maintained peer): MLP on the last block, pooled",
+    "art-binary-activation": "ART BinaryActivationDetector (maintained peer): MLP on one pooled tap, chosen on training rows",
     **{c.key: f"{c.label} (Massoli et al.)" for c in PAPER_CONFIGURATIONS},
 }
 
