@@ -89,7 +89,7 @@ def test_adapter_gives_arts_own_scores():
                                  random_state=seed).fit_features({t: v[tr] for t, v in feats.items()}, y[tr])
     got = ours.score_features({t: v[te] for t, v in feats.items()})
     np.testing.assert_allclose(got, want, atol=1e-5)
-    np.testing.assert_array_equal(got >= 0.5, verdict)  # ART's own verdict is the argmax of the same logits
+    np.testing.assert_array_equal(got > 0.5, verdict)  # ART's own verdict is the argmax of the same logits
     assert 0.0 < got.min() < got.max() < 1.0  # a trained network, not a constant
     # the raw path runs ART over the face model itself
     ours.bind(model)

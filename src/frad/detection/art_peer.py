@@ -7,8 +7,8 @@ named layer and trains a second ART ``PyTorchClassifier`` (the *detector network
 natural (class 0) from adversarial (class 1) inputs on them.  Here:
 
 - **the layer**: one tap of the face model, global-average pooled, i.e. exactly the pooled
-  tap frad's feature cache holds.  ``layer="auto"`` (the default) chooses it as Metzen et
-  al. did, by trying the detector at every depth: every tap's detector is trained on 75% of
+  tap frad's feature cache holds.  ``layer="auto"`` (the default) chooses it by trying the
+  detector at every depth (Metzen et al. compared several attachment depths): every tap's detector is trained on 75% of
   the training rows' source images and the tap with the best macro-AUC on the other 25%
   (mean over attacks of the AUC against the naturals) is kept, then refitted on all
   training rows; the per-tap AUCs are saved with the detector (``layer_selection_``).  No
@@ -27,7 +27,7 @@ natural (class 0) from adversarial (class 1) inputs on them.  Here:
   detector sees the pooled vector.)
 - **the score**: the softmax probability of "adversarial" of ART's ``detect`` report
   (``report["predictions"]`` are the detector network's logits); ART's own boolean verdict is
-  ``score >= 0.5``, frad's is at the operating threshold chosen on validation naturals.
+  ``score > 0.5`` (the argmax), frad's is at the operating threshold chosen on validation naturals.
 
 The features path (``fit_features`` / ``score_features``) runs the same
 ``BinaryActivationDetector`` over an ART classifier whose input *is* the pooled activation
