@@ -5,6 +5,7 @@ pooled taps, ``score_samples(pixels)`` / ``predict(pixels)`` on RGB pixels in [0
 ``threshold_``, ``face_model_name``, and ``save(folder)`` / ``load(folder, face_model=...)``.
 """
 
+from .art_peer import ARTActivationDetector, art_available
 from .base import DETECTOR_KINDS, AdversarialDetector, load_detector_folder, threshold_at_fpr
 from .deployment import load_run_detector, run_detector_index
 from .detectors import (
@@ -31,6 +32,8 @@ __all__ = [
     "LIDDetector",
     "DeepKNNDetector",
     "FusionDetector",
+    "ARTActivationDetector",
+    "art_available",
     "DETECTOR_KINDS",
     "load_detector_folder",
     "load_run_detector",

@@ -21,7 +21,12 @@ the same training rows and evaluates it with the same code:
   the FR system (``success_quantised``), beside the share that survives rounding.
 
 The detector names (:data:`BASELINES`, the paper's eight trajectory configurations such as
-``lstm-medoid-euclidean``, and ``fusion``) map to the classes of :mod:`frad.detection`.
+``lstm-medoid-euclidean``, ``fusion``, and the maintained peer of :data:`PEERS`, ART's
+``BinaryActivationDetector``) map to the classes of :mod:`frad.detection`.  The peer is an
+optional extra (``frad[art]``): it is benchmarked when ART imports, and otherwise left out
+with the reason in ``results["skipped"]`` and under every benchmark table.  The operating
+point (the threshold's test FPR with its exact interval beside the nominal rate) is a table
+of its own (:mod:`frad.evaluation.operating_point`).
 Every fitted detector is saved as a folder under ``out_dir/detectors/<setting>/<name>``
 (see :mod:`frad.detection.base`), with ``out_dir/index.json`` listing them and the run's
 chosen detector (best validation macro-AUC).
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..detection.art_peer import ART_INSTALL_HINT, ARTActivationDetector, art_available, art_version
 from ..detection.base import AdversarialDetector
 from ..detection.detectors import macro_auc
 from ..detection.fusion import FusionDetector
@@ -58,24 +64,44 @@ from .detection.configurations import PAPER_CONFIGURATIONS, DetectorConfig
 from .detection.inputs import NATURAL, isin, merge_params, stable_seed
 from .detection.scores import FAMILY_ORDER, evaluate_scores, ordered
 from .detection.training import fit_or_resume
+from .operating_point import operating_point, operating_point_table
 
-__all__ = ["BASELINES", "OURS", "benchmark_names", "run_benchmark", "benchmark_tables", "DETECTOR_TITLES"]
+__all__ = ["BASELINES", "OURS", "PEERS", "benchmark_names", "unavailable_peers", "peer_versions", "run_benchmark",
+           "benchmark_tables", "DETECTOR_TITLES"]
 
 BASELINES: tuple[str, ...] = ("mahalanobis", "mahalanobis-unsupervised", "lid", "deep-knn")
 OURS: tuple[str, ...] = ("fusion",)
+#: maintained peers from other libraries (optional extras; benchmarked when importable)
+PEERS: tuple[str, ...] = ("art-binary-activation",)
 DETECTOR_TITLES: dict[str, str] = {
     "mahalanobis": "Mahalanobis (Lee et al. 2018), per-layer LR",
     "mahalanobis-unsupervised": "Mahalanobis, unsupervised (no adversarials)",
     "lid": "LID (Ma et al. 2018)",
     "deep-knn": "Deep k-NN (Papernot & McDaniel 2018)",
     "fusion": "frad fusion (ours): Mahalanobis + trajectory margins + LID",
+    "art-binary-activation": "ART BinaryActivationDetector (maintained peer): MLP on one pooled tap, chosen on training rows",
     **{c.key: f"{c.label} (Massoli et al.)" for c in PAPER_CONFIGURATIONS},
 }
 
 
+def peer_versions() -> dict[str, str]:
+    """Versions of the installed peer libraries (empty when none is installed)."""
+    v = art_version()
+    return {"adversarial-robustness-toolbox": v} if v is not None and art_available() else {}
+
+
+def unavailable_peers() -> dict[str, str]:
+    """Peer detectors that cannot run here, with the reason (e.g. ART not installed)."""
+    return {} if art_available() else {
+        "art-binary-activation": f"the Adversarial Robustness Toolbox is not installed; {ART_INSTALL_HINT}"}
+
+
 def benchmark_names(names: Sequence[str] | None = None) -> list[str]:
-    """The detectors to benchmark (default: the paper's eight, the baselines and ours), checked."""
-    default = [c.key for c in PAPER_CONFIGURATIONS] + list(BASELINES) + list(OURS)
+    """The detectors to benchmark (default: the paper's eight, the baselines, ours and the peers), checked.
+
+    The default keeps a peer even when its library is missing; :func:`run_benchmark` then
+    skips it and says why (:func:`unavailable_peers`)."""
+    default = [c.key for c in PAPER_CONFIGURATIONS] + list(BASELINES) + list(OURS) + list(PEERS)
     use = default if names is None else list(names)
     for n in use:
         if n not in default:
@@ -88,7 +114,7 @@ def benchmark_names(names: Sequence[str] | None = None) -> list[str]:
     return use
 
 
-def _build(name: str, taps: Sequence[str], seed: int) -> AdversarialDetector:
+def _build(name: str, taps: Sequence[str], seed: int, device: Any = None) -> AdversarialDetector:
     if name == "mahalanobis":
         return MahalanobisDetector(taps=taps, supervised=True, random_state=seed)
     if name == "mahalanobis-unsupervised":
@@ -99,6 +125,8 @@ def _build(name: str, taps: Sequence[str], seed: int) -> AdversarialDetector:
         return DeepKNNDetector(taps=taps)
     if name == "fusion":
         return FusionDetector(taps=taps, random_state=seed)
+    if name == "art-binary-activation":
+        return ARTActivationDetector(taps=taps, random_state=seed, device=device)
     raise ConfigError(f"unknown benchmark detector {name!r}")
 
 
@@ -118,8 +146,8 @@ def _eval(nat: np.ndarray, adv: np.ndarray, fam: np.ndarray, threshold: float, *
         a = adv[fam == f]
         m["tpr_at_fpr"] = tar_at_far(np.r_[np.zeros(nat.size, bool), np.ones(a.size, bool)], np.r_[nat, a], fpr)
         m["tpr_at_threshold"] = float(np.mean(a >= threshold))
-    ev["operating_point"] = {"threshold": threshold, "fpr": float(np.mean(nat >= threshold)),
-                             "tpr": float(np.mean(adv >= threshold))}
+    # counts and exact (Clopper-Pearson) intervals: a few dozen test naturals measure 5% only roughly
+    ev["operating_point"] = operating_point(nat, adv, threshold)
     ev["fpr_target"] = fpr
     return ev
 
@@ -170,6 +198,8 @@ def run_benchmark(
     dozen scores is too noisy to deploy).
     """
     names = benchmark_names(detectors)
+    skipped = {n: why for n, why in unavailable_peers().items() if n in names}
+    names = [n for n in names if n not in skipped]
     blocks = list(blocks)
     taps = list(taps) if taps is not None else blocks
     if not 0 < validation_size < 1:
@@ -181,6 +211,8 @@ def run_benchmark(
     reps = _representatives(names, representatives, reference, blocks, device)
     out = Path(out_dir) if out_dir is not None else None
     results, index = _skeleton(names, use_settings, fpr, validation_size, n_bootstrap, face_model)
+    results["skipped"] = [{"name": n, "title": DETECTOR_TITLES.get(n, n), "reason": why} for n, why in skipped.items()]
+    results["peers"] = peer_versions()
     fitter = _Fitter(rows, natural_features, adversarial_features, reference, reps, taps, blocks,
                      (detector_params, arch_params, setting_params), validation_size, device, checkpoint_dir)
     scoring = _Scoring(rows, adversarial_uint8, deep_features, deep_uint8, threshold_naturals, taps, fpr,
@@ -211,7 +243,7 @@ def _representatives(names: Sequence[str], given: Mapping[str, ClassRepresentati
     """The class representatives the trajectory detectors need: those given, the rest fitted."""
     reps = dict(given or {})
     features, labels, predictions = reference
-    for kind in {DetectorConfig.parse(n).representative for n in names if n not in BASELINES + OURS}:
+    for kind in {DetectorConfig.parse(n).representative for n in names if n not in BASELINES + OURS + PEERS}:
         if kind not in reps:
             reps[kind] = ClassRepresentatives(kind, layers=blocks, device=device).fit(
                 {t: features[t] for t in blocks}, labels, predictions)
@@ -387,12 +419,12 @@ class _Fitter:
     traj_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def fit(self, name: str, s: str, d: _SettingRows) -> AdversarialDetector:
-        if name in BASELINES + OURS:
+        if name in BASELINES + OURS + PEERS:
             return self._fit_baseline(name, d)
         return self._fit_trajectory(name, s, d)
 
     def _fit_baseline(self, name: str, d: _SettingRows) -> AdversarialDetector:
-        det = _build(name, self.taps, d.seed)
+        det = _build(name, self.taps, d.seed, self.device)
         if isinstance(det, (MahalanobisDetector, FusionDetector)) and self.gaussians is not None:
             # class Gaussians are the same for every setting and detector: fitted once, reused
             det.reference_taps_, det.means_, det.precisions_, det.classes_ = self.gaussians  # type: ignore[union-attr]
@@ -541,6 +573,8 @@ def benchmark_tables(results: Mapping[str, Any]) -> dict[str, Any]:
     base = ["ROC AUC of each family's test adversarials against all natural test images [95% bootstrap interval]; "
             "TPR at the stated false-positive rate on the natural test images; every detector trained on the same "
             "rows, its threshold and validation macro-AUC from the same validation split."]
+    for sk in results.get("skipped") or []:
+        base = [*base, f"Not run: {sk['title']}: {sk['reason']}."]
     for s in results["settings"]:
         surv = results["data"].get(s, {}).get("uint8_survival", {})
         surv_txt = ", ".join(f"{f} {v:.0%}" for f, v in surv.items())
@@ -556,6 +590,9 @@ def benchmark_tables(results: Mapping[str, Any]) -> dict[str, Any]:
             t = _table(results, s, part, title, base + extra)
             if t is not None:
                 tables[tid] = t
+        op = operating_point_table(results, s, DETECTOR_TITLES)
+        if op is not None:
+            tables[f"benchmark_{s}_operating_point"] = op
     return tables
 
 

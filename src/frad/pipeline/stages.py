@@ -581,6 +581,15 @@ def _security(ctx: RunContext) -> dict[str, Any]:
     return run_security_stage(ctx)
 
 
+def _benchmark_sections(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The benchmark's inputs; with an installed peer library (ART) its version too, so that installing
+    it re-runs the benchmark with the peer (runs without one keep their fingerprint)."""
+    from ..evaluation.benchmark import peer_versions
+
+    sec = {n: getattr(cfg, n) for n in ("benchmark", "detection", "seed")}
+    return {**sec, "peers": peer_versions()} if peer_versions() else sec
+
+
 # ---------------------------------------------------------------------------- 8c. transfer to further networks
 def _run_transfer(ctx: RunContext) -> dict[str, Any]:
     from .transfer import run_transfer
@@ -609,7 +618,7 @@ STAGES: list[Stage] = [
     Stage("trajectories", "representatives and trajectories", ("attacks", "deep_features"), _s(), run_trajectories),
     Stage("detectors", "detectors", ("trajectories",), _s("detection", "seed"), run_detectors, small_models=True),
     Stage("benchmark", "detector benchmark (baselines, uint8)", ("detectors",),
-          _s("benchmark", "detection", "seed"), _benchmark, small_models=True),
+          _benchmark_sections, _benchmark, small_models=True),
     Stage("security", "security: detectors against adaptive attacks", ("benchmark",), _s("security", "seed"),
           _security),
     Stage("scenarios", "FR-scenario evaluation", ("trajectories",), _s("scenarios", "report", "seed"), run_scenarios),
