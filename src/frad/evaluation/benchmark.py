@@ -197,9 +197,7 @@ def run_benchmark(
     the validation naturals when the operating threshold is chosen (a 5% quantile of a few
     dozen scores is too noisy to deploy).
     """
-    names = benchmark_names(detectors)
-    skipped = {n: why for n, why in unavailable_peers().items() if n in names}
-    names = [n for n in names if n not in skipped]
+    names, skipped = _runnable(benchmark_names(detectors))
     blocks = list(blocks)
     taps = list(taps) if taps is not None else blocks
     if not 0 < validation_size < 1:
@@ -210,9 +208,7 @@ def run_benchmark(
     reference = (reference_features, reference_labels, reference_predictions)
     reps = _representatives(names, representatives, reference, blocks, device)
     out = Path(out_dir) if out_dir is not None else None
-    results, index = _skeleton(names, use_settings, fpr, validation_size, n_bootstrap, face_model)
-    results["skipped"] = [{"name": n, "title": DETECTOR_TITLES.get(n, n), "reason": why} for n, why in skipped.items()]
-    results["peers"] = peer_versions()
+    results, index = _skeleton(names, use_settings, fpr, validation_size, n_bootstrap, face_model, skipped)
     fitter = _Fitter(rows, natural_features, adversarial_features, reference, reps, taps, blocks,
                      (detector_params, arch_params, setting_params), validation_size, device, checkpoint_dir)
     scoring = _Scoring(rows, adversarial_uint8, deep_features, deep_uint8, threshold_naturals, taps, fpr,
@@ -237,6 +233,12 @@ def run_benchmark(
     return results
 
 
+def _runnable(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The detectors that can run here, and the peers left out because their library is missing (with why)."""
+    skipped = {n: why for n, why in unavailable_peers().items() if n in names}
+    return [n for n in names if n not in skipped], skipped
+
+
 def _representatives(names: Sequence[str], given: Mapping[str, ClassRepresentatives] | None,
                      reference: tuple[Mapping[str, ArrayLike], ArrayLike, ArrayLike | None], blocks: Sequence[str],
                      device: Any) -> dict[str, ClassRepresentatives]:
@@ -251,13 +253,17 @@ def _representatives(names: Sequence[str], given: Mapping[str, ClassRepresentati
 
 
 def _skeleton(names: Sequence[str], settings: Sequence[str], fpr: float, validation_size: float, n_bootstrap: int,
-              face_model: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The benchmark's results and its detectors' index, before any detector is fitted."""
+              face_model: Mapping[str, Any] | None,
+              skipped: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The benchmark's results and its detectors' index, before any detector is fitted; ``skipped``:
+    peer detectors left out, with the reason (shown under every benchmark table)."""
     results: dict[str, Any] = {
         "format": "frad.detector-benchmark", "version": 1, "settings": list(settings), "fpr": fpr,
         "validation_size": validation_size, "n_bootstrap": int(n_bootstrap),
         "detectors": [{"name": n, "title": DETECTOR_TITLES.get(n, n)} for n in names],
         "face_model": dict(face_model or {}), "results": {s: {} for s in settings}, "data": {},
+        "skipped": [{"name": n, "title": DETECTOR_TITLES.get(n, n), "reason": why} for n, why in (skipped or {}).items()],
+        "peers": peer_versions(),
     }
     index: dict[str, Any] = {"format": "frad.run-detectors", "version": 1, "face_model": dict(face_model or {}),
                              "detectors": {}}
