@@ -295,8 +295,8 @@ def test_docs_agree_with_each_other_and_the_configs() -> None:
     assert "FRAD_CACHE_DIR" in readme and "cache folder" in readme
     for key in ("rel_stepsize", "abs_stepsize", "search_steps", "early_stop"):
         assert f"`{key}`" in conf, key
-    assert "under 2 h" not in conf.split("## Top level")[0] or "about 30 min" in conf
-    assert "~30 min" in readme and "about 30 min" in conf
+    assert "under 2 h" not in conf.split("## Top level")[0] or "about 20 min" in conf
+    assert "~20 min" in readme and "about 20 min" in conf  # lfw-dlib.yaml, both docs
     assert "~5 min" in readme and "about 5 min" in conf
 
 
