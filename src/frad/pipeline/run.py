@@ -24,7 +24,7 @@ import yaml
 
 from .. import __version__
 from ..errors import ConfigError, DataError
-from ..utils.io import atomic_write_text, read_json, write_json
+from ..utils.io import atomic_write_text, read_json, read_json_object, write_json
 from ..utils.locking import FolderLock
 from ..utils.threads import SMALL_MODEL_THREADS, torch_threads
 from .config import ExperimentConfig, config_to_dict, load_config, section_hash
@@ -59,14 +59,7 @@ def _record_path(run_dir: Path, stage: str) -> Path:
 
 
 def _read_record(run_dir: Path, stage: str) -> dict[str, Any] | None:
-    p = _record_path(run_dir, stage)
-    if not p.is_file():
-        return None
-    try:
-        rec = read_json(p)
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    return read_json_object(_record_path(run_dir, stage))
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..utils.io import read_json, write_json
+from ..utils.io import read_json, read_json_object, write_json
 from ..utils.progress import progress
 from ..utils.seeding import seeded_choice
 from .context import RunContext
@@ -286,14 +286,8 @@ class _Stage:
         return self.dir / "units" / f"{u.name}.json"
 
     def done(self, u: Unit) -> dict[str, Any] | None:
-        p = self.path(u)
-        if not p.is_file():
-            return None
-        try:
-            rec = read_json(p)
-        except (OSError, ValueError):
-            return None
-        return rec if isinstance(rec, dict) and rec.get("key") == self.key(u) else None
+        rec = read_json_object(self.path(u))
+        return rec if rec is not None and rec.get("key") == self.key(u) else None
 
     def run_unit(self, u: Unit) -> dict[str, Any]:
         from ..evaluation.security import adaptive_adversarials, non_adaptive_adversarials, source_outcomes

@@ -114,6 +114,16 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(f)
 
 
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object
+    (for records a resumed run may find half-written or absent)."""
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """Save arrays to an uncompressed ``.npz``, atomically (object arrays are refused)."""
     buf = io.BytesIO()
