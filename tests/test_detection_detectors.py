@@ -191,6 +191,34 @@ def test_without_validation_the_last_epoch_is_kept(data):
     assert det.training_summary()["best_val_macro_auc"] is None
 
 
+def test_cosine_schedule_and_last_checkpoint(data):
+    (X, y, g, s), _ = data
+    det = MLPDetector(max_epochs=8, lr=1e-3, lr_schedule="cosine", checkpoint="last", random_state=0)
+    det.fit(X, y, groups=g, source_ids=s)
+    # the rate each epoch ran with: lr * (1 + cos(pi * e / T)) / 2, e = 0 .. T-1
+    want = [1e-3 * (1 + np.cos(np.pi * e / 8)) / 2 for e in range(8)]
+    assert [h["lr"] for h in det.history_] == pytest.approx(want)
+    assert det.best_epoch_ == det.n_epochs_ == 8  # the final weights, whatever validation says
+    # the kept weights are the last epoch's: training one epoch fewer and one more differ from it
+    shorter = MLPDetector(max_epochs=8, lr=1e-3, lr_schedule="cosine", checkpoint="best", random_state=0)
+    shorter.fit(X, y, groups=g, source_ids=s)
+    if shorter.best_epoch_ != 8:
+        assert not np.allclose(det.decision_function(X), shorter.decision_function(X))
+
+
+def test_stable_training_is_smooth_in_its_inputs():
+    """Float-level changes of the inputs move a stably trained detector's scores by a
+    float-level amount (no discrete epoch choice amplifies them)."""
+    X, y, g, s = trajectories(200, 200, seed=5, separable=False)
+    X[y == 1, -1] -= 0.3  # a weak signal, as for the hardest attacks
+    rng = np.random.default_rng(0)
+    X2 = (X * (1 + 1e-6 * rng.standard_normal(X.shape))).astype(np.float32)
+    kw = dict(max_epochs=20, lr=3e-3, batch_size=32, lr_schedule="cosine", checkpoint="last", random_state=0)
+    a = LSTMDetector(hidden_size=16, **kw).fit(X, y, groups=g, source_ids=s).decision_function(X)
+    b = LSTMDetector(hidden_size=16, **kw).fit(X2, y, groups=g, source_ids=s).decision_function(X)
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+
+
 @pytest.mark.parametrize("standardize", ["layer", "feature", None])
 def test_standardisation_options(standardize, data):
     (X, y, g, s), (Xt, yt, _, _) = data
@@ -220,7 +248,8 @@ def test_sklearn_conventions():
 @pytest.mark.parametrize(
     "params, field",
     [({"lr": 0}, "lr"), ({"batch_size": 0}, "batch_size"), ({"validation_size": 1.0}, "validation_size"),
-     ({"standardize": "global"}, "standardize"), ({"patience": 0}, "patience"), ({"dropout": 1.0}, "dropout")],
+     ({"standardize": "global"}, "standardize"), ({"patience": 0}, "patience"), ({"dropout": 1.0}, "dropout"),
+     ({"lr_schedule": "step"}, "lr_schedule"), ({"checkpoint": "best-loss"}, "checkpoint")],
 )
 def test_bad_parameters_name_the_field(params, field, data):
     (X, y, g, s), _ = data

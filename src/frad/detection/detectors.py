@@ -31,7 +31,14 @@ ties go to the lower validation loss) is kept.  The validation rows are a share
 no source image straddles training and validation.  ``patience`` (epochs without a better
 checkpoint) stops early; ``None`` trains all ``max_epochs`` as the paper did.
 ``validation_size=0`` trains without a validation split and keeps the last epoch (the
-learning rate then follows the training loss).  ``epoch_seconds_`` records each epoch's
+learning rate then follows the training loss).
+
+Stable training (our addition): ``lr_schedule="cosine"`` anneals the learning rate from
+``lr`` to 0 over ``max_epochs`` (instead of dividing it on a validation plateau) and
+``checkpoint="last"`` keeps the final weights (instead of the best validation epoch).  Both
+defaults make discrete choices from the validation curve, so two runs whose inputs differ
+only by float rounding can keep different epochs and land far apart; with neither, training
+is a smooth function of its inputs, which is what makes two such runs agree.  ``epoch_seconds_`` records each epoch's
 time, outside ``history_`` so that two runs' histories compare equal.
 
 Speed: on a small, shared CPU the LSTM trains many times faster with
@@ -87,6 +94,8 @@ __all__ = [
 ]
 
 STANDARDIZE: tuple[str | None, ...] = ("layer", "feature", None)
+LR_SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
+CHECKPOINTS: tuple[str, ...] = ("best", "last")
 _FORMAT = "frad.trajectory-detector"
 _VERSION = 1
 
@@ -206,6 +215,8 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
     patience: int | None = field(default=None, kw_only=True)
     lr_factor: float = field(default=0.1, kw_only=True)
     lr_patience: int = field(default=10, kw_only=True)
+    lr_schedule: str = field(default="plateau", kw_only=True)
+    checkpoint: str = field(default="best", kw_only=True)
     weight_decay: float = field(default=0.0, kw_only=True)
     validation_size: float = field(default=0.2, kw_only=True)
     standardize: str | None = field(default="layer", kw_only=True)
@@ -243,6 +254,10 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
             raise self._bad("validation_size", "a number in [0, 1) (0 = no validation split)")
         if self.standardize not in STANDARDIZE:
             raise self._bad("standardize", "'layer', 'feature' or None")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise self._bad("lr_schedule", " or ".join(map(repr, LR_SCHEDULES)))
+        if self.checkpoint not in CHECKPOINTS:
+            raise self._bad("checkpoint", " or ".join(map(repr, CHECKPOINTS)))
         self._check_arch_params()
 
     def _device(self) -> torch.device:
@@ -339,14 +354,20 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         # rows stay on the CPU and go to the device batch by batch (large sets, small GPUs)
         Xtr = torch.from_numpy(X[tr])
         ytr = torch.from_numpy(y[tr]).float()
+        has_val = va.size > 0
         gen = torch.Generator().manual_seed(sampler_seed)
         sampler = balanced_sampler(groups[tr], generator=gen)
         opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=float(self.lr_factor), patience=int(self.lr_patience)
+        plateau = self.lr_schedule == "plateau"
+        sched: Any = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=float(self.lr_factor), patience=int(self.lr_patience)
+            )
+            if plateau
+            else torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.max_epochs))
         )
+        keep_last = self.checkpoint == "last" or not has_val
         loss_fn = nn.BCEWithLogitsLoss()
-        has_val = va.size > 0
         if has_val:
             Xva = X[va]
             yva = y[va]
@@ -383,12 +404,12 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
                 vauc = macro_auc(yva, logits.double().cpu().numpy(), gva)
                 rec.update(val_loss=vloss, val_macro_auc=vauc)
                 key = (vauc, -vloss)
-                improved = best_key is None or key > best_key
-                sched.step(vloss)
+                improved = keep_last or best_key is None or key > best_key
+                sched.step(vloss) if plateau else sched.step()
             else:
                 key = (float("nan"), -rec["train_loss"])
                 improved = True  # no validation: keep the last epoch
-                sched.step(rec["train_loss"])
+                sched.step(rec["train_loss"]) if plateau else sched.step()
             history.append(rec)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if improved:
