@@ -207,16 +207,18 @@ def test_cosine_schedule_and_last_checkpoint(data):
 
 
 def test_stable_training_is_smooth_in_its_inputs():
-    """Float-level changes of the inputs move a stably trained detector's scores by a
-    float-level amount (no discrete epoch choice amplifies them)."""
+    """Small changes of the inputs move a stably trained detector's scores by a comparably
+    small amount (no epoch is chosen from the validation curve, no rate cut on a plateau).
+    The LFW-scale evidence, where the defaults move AUCs by up to 0.10, is
+    benchmarks/bench_detector_stability.py."""
     X, y, g, s = trajectories(200, 200, seed=5, separable=False)
     X[y == 1, -1] -= 0.3  # a weak signal, as for the hardest attacks
     rng = np.random.default_rng(0)
-    X2 = (X * (1 + 1e-6 * rng.standard_normal(X.shape))).astype(np.float32)
+    X2 = (X * (1 + 1e-4 * rng.standard_normal(X.shape))).astype(np.float32)
     kw = dict(max_epochs=20, lr=3e-3, batch_size=32, lr_schedule="cosine", checkpoint="last", random_state=0)
     a = LSTMDetector(hidden_size=16, **kw).fit(X, y, groups=g, source_ids=s).decision_function(X)
     b = LSTMDetector(hidden_size=16, **kw).fit(X2, y, groups=g, source_ids=s).decision_function(X)
-    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()  # measured: 7e-5
 
 
 @pytest.mark.parametrize("standardize", ["layer", "feature", None])

@@ -339,6 +339,14 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         std.shift.copy_(mean.float())
         std.scale.copy_(sd.float())
 
+    def _scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        """The learning-rate schedule: divided on a validation plateau (the paper), or cosine to 0."""
+        if self.lr_schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=float(self.lr_factor), patience=int(self.lr_patience)
+            )
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.max_epochs))
+
     def _train(
         self,
         net: nn.Module,
@@ -358,14 +366,7 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         gen = torch.Generator().manual_seed(sampler_seed)
         sampler = balanced_sampler(groups[tr], generator=gen)
         opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
-        plateau = self.lr_schedule == "plateau"
-        sched: Any = (
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", factor=float(self.lr_factor), patience=int(self.lr_patience)
-            )
-            if plateau
-            else torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.max_epochs))
-        )
+        sched = self._scheduler(opt)
         keep_last = self.checkpoint == "last" or not has_val
         loss_fn = nn.BCEWithLogitsLoss()
         if has_val:
@@ -405,11 +406,11 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
                 rec.update(val_loss=vloss, val_macro_auc=vauc)
                 key = (vauc, -vloss)
                 improved = keep_last or best_key is None or key > best_key
-                sched.step(vloss) if plateau else sched.step()
             else:
                 key = (float("nan"), -rec["train_loss"])
                 improved = True  # no validation: keep the last epoch
-                sched.step(rec["train_loss"]) if plateau else sched.step()
+            # the plateau rule reads the validation loss (the training loss without validation)
+            sched.step(*((rec.get("val_loss", rec["train_loss"]),) if self.lr_schedule == "plateau" else ()))
             history.append(rec)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if improved:
@@ -495,9 +496,10 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         return pt, js
 
     def training_summary(self) -> dict[str, Any]:
-        """JSON-able record of the fit: sizes, best epoch and validation macro-AUC, history."""
+        """JSON-able record of the fit: sizes, the kept epoch and its validation macro-AUC, history."""
         self._check_fitted()
         return {
+            "checkpoint": self.checkpoint,  # "best": the best validation epoch was kept; "last": the final one
             "best_epoch": self.best_epoch_,
             "best_val_macro_auc": None if math.isnan(self.best_val_auc_) else self.best_val_auc_,
             "n_epochs": self.n_epochs_,
