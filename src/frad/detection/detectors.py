@@ -38,8 +38,10 @@ Stable training (our addition): ``lr_schedule="cosine"`` anneals the learning ra
 ``checkpoint="last"`` keeps the final weights (instead of the best validation epoch).  Both
 defaults make discrete choices from the validation curve, so two runs whose inputs differ
 only by float rounding can keep different epochs and land far apart; with neither, training
-is a smooth function of its inputs, which is what makes two such runs agree.  ``epoch_seconds_`` records each epoch's
-time, outside ``history_`` so that two runs' histories compare equal.
+is a smooth function of its inputs, which is what makes two such runs agree
+(``benchmarks/bench_detector_stability.py``).  With ``checkpoint="last"`` every epoch runs
+(``patience`` does not apply).  ``epoch_seconds_`` records each epoch's time, outside
+``history_`` so that two runs' histories compare equal.
 
 Speed: on a small, shared CPU the LSTM trains many times faster with
 ``torch.set_num_threads(1)`` than with threads competing for cores (the caller's choice;
