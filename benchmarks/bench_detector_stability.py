@@ -34,10 +34,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import report  # noqa: E402
 
 from frad.evaluation.detection import run_detection_experiment  # noqa: E402
-from frad.kinds import AttackKind  # noqa: E402
 from frad.pipeline.context import RunContext  # noqa: E402
 from frad.pipeline.run import open_run_config  # noqa: E402
-from frad.pipeline.stages import adversarial_table, detector_test_sources  # noqa: E402
+from frad.pipeline.stages import adversarial_table, detection_inputs  # noqa: E402
 
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # the paper's (rate / 10 on a validation plateau, the best validation epoch), with the early
@@ -77,37 +76,22 @@ def main() -> None:
     cfg = open_run_config(a.run)
     ctx = RunContext(cfg, a.run)
     d = cfg.detection
-    nat, _ = ctx.role_features("natural")
-    adv, meta = adversarial_table(ctx)
+    adv, _ = adversarial_table(ctx)
     rng = np.random.default_rng(a.seed)
     noisy = {k: (v * (1 + a.perturb * rng.standard_normal(v.shape))).astype(v.dtype) for k, v in adv.items()}
-    df = meta["kind"] == AttackKind.DEEP_FEATURES
-    taps = ctx.model.resolve_taps("blocks")
-    train, train_labels = ctx.role_features("train")
+    inputs = {"as is": detection_inputs(ctx), "perturbed": detection_inputs(ctx, noisy)}
 
-    def rows(feats: dict[str, np.ndarray], m: np.ndarray) -> dict[str, np.ndarray]:
-        return {t: feats[t][m] for t in taps}
-
-    def cols(m: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: meta[k][m] for k in ("attack", "family", "setting", "source_id", "success")}
-
-    def experiment(feats: dict[str, np.ndarray], params: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
+    def experiment(which: str, params: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
         return run_detection_experiment(
-            rows(nat, np.ones(len(next(iter(nat.values()))), bool)),
-            {"source_id": np.asarray(ctx.split.image_ids("natural"))},
-            rows(feats, ~df), cols(~df), rows(train, np.ones(len(train_labels), bool)), train_labels,
-            reference_predictions=ctx.head.predict(train["embedding"]),
-            deep_features=rows(feats, df) if df.any() else None, deep_meta=cols(df) if df.any() else None,
-            layers=taps, configurations=a.configs or d.configurations, settings=d.settings,
+            **inputs[which], configurations=a.configs or d.configurations, settings=d.settings,
             detector_params=params, arch_params=arch, setting_params=d.setting, test_size=d.test_size,
-            test_source_ids=np.asarray(sorted(detector_test_sources(ctx))), n_bootstrap=0,
-            random_state=a.seed, device="cpu").results
+            n_bootstrap=0, random_state=a.seed, device="cpu").results
 
     payload: dict[str, Any] = {"run": str(a.run), "perturb": a.perturb, "seed": a.seed, "recipes": {}}
     lines = [f"{a.run}: adversarial features x (1 + {a.perturb:g} N(0,1)), seed {a.seed}"]
     for name in a.recipes:
         params, arch = RECIPES[name]
-        base, moved = aucs(experiment(adv, params, arch)), aucs(experiment(noisy, params, arch))
+        base, moved = aucs(experiment("as is", params, arch)), aucs(experiment("perturbed", params, arch))
         worst = max(abs(base[k][m] - moved[k][m]) for k in base for m in base[k])
         payload["recipes"][name] = {"detector": params, "arch": arch, "as_is": base, "perturbed": moved,
                                     "max_abs_diff": worst}

@@ -199,7 +199,7 @@ def test_cosine_schedule_and_last_checkpoint(data):
     want = [1e-3 * (1 + np.cos(np.pi * e / 8)) / 2 for e in range(8)]
     assert [h["lr"] for h in det.history_] == pytest.approx(want)
     assert det.best_epoch_ == det.n_epochs_ == 8  # the final weights, whatever validation says
-    # the kept weights are the last epoch's: training one epoch fewer and one more differ from it
+    # the kept weights are the last epoch's: where the best validation epoch is another, they differ
     shorter = MLPDetector(max_epochs=8, lr=1e-3, lr_schedule="cosine", checkpoint="best", random_state=0)
     shorter.fit(X, y, groups=g, source_ids=s)
     if shorter.best_epoch_ != 8:

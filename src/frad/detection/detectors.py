@@ -65,7 +65,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -341,13 +341,16 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         std.shift.copy_(mean.float())
         std.scale.copy_(sd.float())
 
-    def _scheduler(self, opt: torch.optim.Optimizer) -> Any:
-        """The learning-rate schedule: divided on a validation plateau (the paper), or cosine to 0."""
+    def _lr_step(self, opt: torch.optim.Optimizer) -> Callable[[float], None]:
+        """The end-of-epoch learning-rate step, given the epoch's loss: divided on a plateau of
+        that loss (the paper), or cosine to 0 (the loss unused)."""
         if self.lr_schedule == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="min", factor=float(self.lr_factor), patience=int(self.lr_patience)
             )
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.max_epochs))
+            return lambda loss: plateau.step(loss)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.max_epochs))
+        return lambda loss: cosine.step()
 
     def _train(
         self,
@@ -364,13 +367,13 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
         # rows stay on the CPU and go to the device batch by batch (large sets, small GPUs)
         Xtr = torch.from_numpy(X[tr])
         ytr = torch.from_numpy(y[tr]).float()
-        has_val = va.size > 0
         gen = torch.Generator().manual_seed(sampler_seed)
         sampler = balanced_sampler(groups[tr], generator=gen)
         opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
-        sched = self._scheduler(opt)
-        keep_last = self.checkpoint == "last" or not has_val
+        lr_step = self._lr_step(opt)
+        keep_last = self.checkpoint == "last"
         loss_fn = nn.BCEWithLogitsLoss()
+        has_val = va.size > 0
         if has_val:
             Xva = X[va]
             yva = y[va]
@@ -411,8 +414,7 @@ class TrajectoryDetector(BaseEstimator):  # type: ignore[misc]
             else:
                 key = (float("nan"), -rec["train_loss"])
                 improved = True  # no validation: keep the last epoch
-            # the plateau rule reads the validation loss (the training loss without validation)
-            sched.step(*((rec.get("val_loss", rec["train_loss"]),) if self.lr_schedule == "plateau" else ()))
+            lr_step(rec.get("val_loss", rec["train_loss"]))  # the training loss without validation
             history.append(rec)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if improved:

@@ -396,17 +396,16 @@ def run_trajectories(ctx: RunContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- 8. detectors
-def run_detectors(ctx: RunContext) -> dict[str, Any]:
-    from ..evaluation.detection import run_detection_experiment
-    from ..evaluation.plots import plot_detection_figures
-
-    d = ctx.cfg.detection
+def detection_inputs(ctx: RunContext, adversarial_features: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The data arguments of :func:`run_detection_experiment` for a run: naturals, the classifier
+    and deep-features adversarials (``adversarial_features`` replaces the run's own, row for
+    row), the head's training features and the detectors' test sources."""
     nat_feats, _ = ctx.role_features("natural")
-    adv_feats, adv_meta = adversarial_table(ctx)
+    own_feats, adv_meta = adversarial_table(ctx)
+    adv_feats = own_feats if adversarial_features is None else adversarial_features
     is_df = adv_meta["kind"] == AttackKind.DEEP_FEATURES
     blocks = ctx.model.resolve_taps("blocks")
     train_feats, train_labels = ctx.role_features("train")
-    pred = ctx.head.predict(train_feats["embedding"])
 
     def sel(feats: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
         return {t: feats[t][mask] for t in blocks}
@@ -414,17 +413,27 @@ def run_detectors(ctx: RunContext) -> dict[str, Any]:
     def meta(mask: np.ndarray) -> dict[str, np.ndarray]:
         return {k: adv_meta[k][mask] for k in ("attack", "family", "setting", "source_id", "success")}
 
+    return {
+        "natural_features": {t: nat_feats[t] for t in blocks},
+        "natural_meta": {"source_id": np.asarray(ctx.split.image_ids("natural"))},
+        "adversarial_features": sel(adv_feats, ~is_df), "adversarial_meta": meta(~is_df),
+        "reference_features": {t: train_feats[t] for t in blocks}, "reference_labels": train_labels,
+        "reference_predictions": ctx.head.predict(train_feats["embedding"]),
+        "deep_features": sel(adv_feats, is_df) if is_df.any() else None,
+        "deep_meta": meta(is_df) if is_df.any() else None,
+        "layers": blocks, "test_source_ids": np.asarray(sorted(detector_test_sources(ctx))),
+    }
+
+
+def run_detectors(ctx: RunContext) -> dict[str, Any]:
+    from ..evaluation.detection import run_detection_experiment
+    from ..evaluation.plots import plot_detection_figures
+
+    d = ctx.cfg.detection
     run = run_detection_experiment(
-        {t: nat_feats[t] for t in blocks}, {"source_id": np.asarray(ctx.split.image_ids("natural"))},
-        sel(adv_feats, ~is_df), meta(~is_df),
-        {t: train_feats[t] for t in blocks}, train_labels,
-        reference_predictions=pred,
-        deep_features=sel(adv_feats, is_df) if is_df.any() else None,
-        deep_meta=meta(is_df) if is_df.any() else None,
-        layers=blocks, configurations=d.configurations, settings=d.settings,
+        **detection_inputs(ctx), configurations=d.configurations, settings=d.settings,
         detector_params=d.detector, arch_params=d.arch, setting_params=d.setting,
-        test_size=d.test_size, test_source_ids=np.asarray(sorted(detector_test_sources(ctx))),
-        n_bootstrap=d.n_bootstrap, random_state=ctx.cfg.seed, device=ctx.device,
+        test_size=d.test_size, n_bootstrap=d.n_bootstrap, random_state=ctx.cfg.seed, device=ctx.device,
         checkpoint_dir=ctx.run_dir / "detection" / "checkpoints",
     )
     run.save(ctx.run_dir / "detection")
