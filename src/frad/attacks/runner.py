@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..kinds import AttackKind
-from ..models.base import module_device
+from ..models.base import module_device, speedups_off
 from ..utils.executors import Executor, LocalExecutor
 from ..utils.progress import progress
 from .base import AttackResult
@@ -77,11 +77,15 @@ class ShardWorker:
 
     It lives in this process for the local executor and in a Ray actor otherwise (there its
     ``device`` becomes the actor's GPU when it has one).  :meth:`close` releases what the
-    attacks hold (the deep-features attack's worker processes)."""
+    attacks hold (the deep-features attack's worker processes).  Attacks named in
+    ``speedups_off_for`` run with the models' speed settings off (see
+    :func:`~frad.models.base.speedups_off`)."""
 
     def __init__(self, config: RunConfig, *, classifier: nn.Module | None, face_model: nn.Module | None,
-                 templates: Any, template_labels: np.ndarray | None, device: torch.device | str) -> None:
+                 templates: Any, template_labels: np.ndarray | None, device: torch.device | str,
+                 speedups_off_for: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.speedups_off_for = speedups_off_for
         self.classifier = classifier
         self.face_model = face_model
         self.templates = templates
@@ -115,9 +119,14 @@ class ShardWorker:
 
     def __call__(self, task: ShardTask) -> tuple[np.ndarray, list[dict[str, Any]], float]:
         t0 = time.perf_counter()
-        advs, rows = _attack_shard(self.attack(task.spec), task, self.config, self.device,
-                                   classifier=self.classifier, face_model=self.face_model,
-                                   templates=self.templates, template_labels=self.template_labels)
+        with contextlib.ExitStack() as stack:
+            if task.spec.attack in self.speedups_off_for:
+                for m in (self.classifier, self.face_model):
+                    if m is not None:
+                        stack.enter_context(speedups_off(m))
+            advs, rows = _attack_shard(self.attack(task.spec), task, self.config, self.device,
+                                       classifier=self.classifier, face_model=self.face_model,
+                                       templates=self.templates, template_labels=self.template_labels)
         return advs, rows, time.perf_counter() - t0
 
     def close(self) -> None:
@@ -135,10 +144,12 @@ class _WorkerFactory:
     templates: Any
     template_labels: np.ndarray | None
     device: str
+    speedups_off_for: frozenset[str] = frozenset()
 
     def __call__(self) -> ShardWorker:
         return ShardWorker(self.config, classifier=self.classifier, face_model=self.face_model,
-                           templates=self.templates, template_labels=self.template_labels, device=self.device)
+                           templates=self.templates, template_labels=self.template_labels, device=self.device,
+                           speedups_off_for=self.speedups_off_for)
 
 
 def run_attacks(
@@ -155,6 +166,7 @@ def run_attacks(
     device: torch.device | str | None = None,
     callback: Callable[[ShardDone], None] | None = None,
     executor: Executor | None = None,
+    speedups_off_for: Collection[str] = (),
 ) -> list[ShardDone]:
     """Run every attack of ``config`` on the sources, shard by shard, into ``out_dir``.
 
@@ -205,7 +217,8 @@ def run_attacks(
             log.info("%s: skipped %d complete shard(s): %s", spec.name, len(skipped), _ranges(skipped))
 
     factory = _WorkerFactory(config, classifier if needs_clf else None, face_model if needs_df else None,
-                             templates if needs_df else None, tpl_labels, str(device))
+                             templates if needs_df else None, tpl_labels, str(device),
+                             frozenset(_known_attacks(speedups_off_for)))
     bar = progress(total=len(config.attacks) * n_shards, initial=len(report), desc="attack shards", unit="shard")
     try:
         for i, (advs, rows, seconds) in (executor or LocalExecutor()).imap(factory, tasks):
@@ -259,6 +272,17 @@ def _needed_models(config: RunConfig, classifier: nn.Module | None, face_model: 
     if needs_df and (face_model is None or templates is None):
         raise ConfigError(f"attacks {', '.join(needs_df[:3])}... need a face_model and templates")
     return needs_clf, needs_df
+
+
+def _known_attacks(names: Collection[str]) -> list[str]:
+    """``names`` checked against the attack registry (a ConfigError names the unknown one)."""
+    from .registry import list_attacks
+
+    known = list_attacks()
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"speedups_off_for: unknown attack {bad[0]!r}; known: {', '.join(known)}")
+    return list(names)
 
 
 def _ranges(xs: list[int]) -> str:

@@ -8,8 +8,9 @@ embedding together with any of the model's named taps from the same single pass.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "Preprocessing",
     "ModelInfo",
     "FaceModel",
+    "speedups_off",
     "PixelPreprocess",
     "check_pixels",
     "to_pixels",
@@ -207,6 +209,27 @@ def _to_channels_last(x: Tensor) -> Tensor:
     if x.ndim != 4 or x.is_contiguous(memory_format=torch.channels_last):
         return x
     return _ToChannelsLast.apply(x) if x.requires_grad else x.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def speedups_off(module: nn.Module) -> Iterator[None]:
+    """Run every face model inside ``module`` with its speed settings off for the block
+    (NCHW layout, plain graph), then put the settings back.
+
+    The speed settings keep outputs equal to float tolerance, but some attacks turn float
+    rounding into other adversarials (L-BFGS-B's line searches; Carlini-Wagner's adversarials,
+    which sit on the decision boundary, survive rounding to uint8 or not by a hair).  Run
+    inside this block, such an attack gives bit for bit what a run with the settings off gives.
+    """
+    models = [m for m in module.modules() if isinstance(m, FaceModel)]
+    saved = [(m.memory_format, m.fused) for m in models]
+    try:
+        for m in models:
+            m.set_memory_format("contiguous").set_fused(False)
+        yield
+    finally:
+        for m, (memory_format, fused) in zip(models, saved):
+            m.set_memory_format(memory_format).set_fused(fused)
 
 
 class FaceModel(nn.Module):

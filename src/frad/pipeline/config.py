@@ -87,16 +87,25 @@ class ModelConfig:
     weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
-    # speed only, never results: repr=False keeps it out of the features stage's fingerprint
+    # speed only: each pass equal to float tolerance, so repr=False keeps them out of the features
+    # stage's fingerprint (iterative attacks amplify the rounding: see speedups_off_for)
     memory_format: Literal["channels_last", "contiguous"] | None = field(default=None, repr=False)
     fused: bool | None = field(default=None, repr=False)  # the model's cheaper equivalent graph (speed only)
+    # attacks run with the two settings above off, so that their adversarials do not depend on
+    # them: by default the two whose success turns on float rounding (speed only: repr=False)
+    speedups_off_for: list[str] = field(default_factory=lambda: ["cw_l2", "deep_features"], repr=False)
 
     def check(self, where: str) -> None:
+        from ..attacks.registry import list_attacks
         from ..models.registry import list_models
 
         if self.name not in list_models():
             raise ConfigError(f"{where}.name: unknown face model {self.name!r}; known: {', '.join(list_models())}")
         _at_least(self.batch_size, 1, f"{where}.batch_size")
+        bad = [a for a in self.speedups_off_for if a not in list_attacks()]
+        if bad:
+            raise ConfigError(f"{where}.speedups_off_for: unknown attack {bad[0]!r}; "
+                              f"known: {', '.join(list_attacks())}")
 
 
 @dataclass

@@ -31,6 +31,7 @@ interrupted stage resumes where it stopped.  The stage writes ``security/results
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -290,9 +291,22 @@ class _Stage:
         return rec if rec is not None and rec.get("key") == self.key(u) else None
 
     def run_unit(self, u: Unit) -> dict[str, Any]:
-        from ..evaluation.security import adaptive_adversarials, non_adaptive_adversarials, source_outcomes
+        from ..models.base import speedups_off
 
         t0 = time.perf_counter()
+        off = u.attack in self.ctx.cfg.model.speedups_off_for
+        with speedups_off(self.ctx.model) if off else contextlib.nullcontext():
+            outcomes = self._outcomes(u)
+        rec = {"key": self.key(u), "unit": {"attack": u.attack, "goal": u.goal, "budget": u.budget,
+                                            "detector": u.detector}, "outcomes": outcomes,
+               "seconds": round(time.perf_counter() - t0, 2)}
+        write_json(self.path(u), rec)
+        return rec
+
+    def _outcomes(self, u: Unit) -> dict[str, Any]:
+        """Craft the unit's adversarials and score them: detector name -> per-source outcomes."""
+        from ..evaluation.security import adaptive_adversarials, non_adaptive_adversarials, source_outcomes
+
         s = self.cfg
         fr, classes, extra = self._goal(u)
         targeted = u.goal == "targeted"
@@ -308,13 +322,8 @@ class _Stage:
                                         self.pixels, classes, targeted=targeted, detector_weight=s.deep_features_lambda,
                                         batch_size=bs, **extra)
             scored = [u.detector]
-        outcomes = {d: _outcomes_json(source_outcomes(fr, self.detectors[(d, u.goal)], self.pixels, adv, classes,
-                                                      targeted=targeted, batch_size=bs)) for d in scored}
-        rec = {"key": self.key(u), "unit": {"attack": u.attack, "goal": u.goal, "budget": u.budget,
-                                            "detector": u.detector}, "outcomes": outcomes,
-               "seconds": round(time.perf_counter() - t0, 2)}
-        write_json(self.path(u), rec)
-        return rec
+        return {d: _outcomes_json(source_outcomes(fr, self.detectors[(d, u.goal)], self.pixels, adv, classes,
+                                                  targeted=targeted, batch_size=bs)) for d in scored}
 
 
 # ---------------------------------------------------------------------- summaries

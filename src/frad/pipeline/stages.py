@@ -202,7 +202,8 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
     try:
-        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor,
+                           speedups_off_for=ctx.cfg.model.speedups_off_for, **kwargs)
     except ConfigError as exc:
         if "holds a run with different inputs or models" not in str(exc):
             raise
@@ -212,7 +213,8 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
 
         log.info("attacks (%s): the attacked sources or models changed; starting the folder afresh", folder)
         shutil.rmtree(out)
-        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor, **kwargs)
+        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor,
+                           speedups_off_for=ctx.cfg.model.speedups_off_for, **kwargs)
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
