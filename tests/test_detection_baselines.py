@@ -37,6 +37,34 @@ def test_mahalanobis_layer_scores_match_scipy():
         np.testing.assert_allclose(got[:, j], want, rtol=1e-8)
 
 
+def test_mahalanobis_precision_ignores_directions_of_rounding_noise():
+    # a layer whose features span 3 of 6 dimensions (like dlib's embedding, whose covariance has
+    # 46 directions of variance 3e-7..5e-13 of the largest): float32 rounding fills the other 3
+    from frad.detection.mahalanobis import PRECISION_RTOL, class_gaussians, mahalanobis_layer_scores
+
+    rng = np.random.default_rng(4)
+    basis = np.linalg.qr(rng.normal(size=(6, 3)))[0].T  # 3 x 6, orthonormal rows
+    lab = np.repeat(np.arange(4), 50)
+    x = ((rng.normal(size=(200, 3)) + lab[:, None]) @ basis * 10).astype(np.float32)
+    q = ((rng.normal(size=(30, 3)) + 1.5) @ basis * 10).astype(np.float32)
+    q_rounded = (q.astype(np.float64) * (1 + 1e-6 * rng.normal(size=q.shape))).astype(np.float32)
+    classes, means, precision = class_gaussians(x, lab)
+    s, s_rounded = mahalanobis_layer_scores(q, means, precision), mahalanobis_layer_scores(q_rounded, means, precision)
+    np.testing.assert_allclose(s_rounded, s, rtol=1e-4)
+    # within the 3-d span it is the inverse of the covariance there: the distance computed in
+    # the span's coordinates
+    z, zm = q.astype(np.float64) @ basis.T, means @ basis.T
+    cov = np.cov((x.astype(np.float64) @ basis.T - zm[lab]).T, bias=True)
+    d = z[:, None, :] - zm[None]
+    want = np.einsum("nkd,de,nke->nk", d, np.linalg.inv(cov), d).min(1)
+    np.testing.assert_allclose(s, want, rtol=1e-4)
+    # the plain inverse (scikit-learn's precision_) scores the rounding: the check above can fail
+    plain = EmpiricalCovariance(assume_centered=True).fit(x.astype(np.float64) - means[lab]).precision_
+    p1, p2 = mahalanobis_layer_scores(q, means, plain), mahalanobis_layer_scores(q_rounded, means, plain)
+    assert np.max(np.abs(p2 - p1) / p1) > 1e-2
+    assert PRECISION_RTOL == 1e-6
+
+
 def test_mahalanobis_supervised_is_logistic_regression_of_layer_scores():
     rng = np.random.default_rng(1)
     ref = _feats(rng, 80)
@@ -46,7 +74,8 @@ def test_mahalanobis_supervised_is_logistic_regression_of_layer_scores():
     det = MahalanobisDetector(taps=["a", "b"]).fit_reference(ref, lab).fit_features(X, y)
     S = det.layer_scores(X)
     Z = (S - S.mean(0)) / S.std(0)
-    lr = LogisticRegression(max_iter=2000, class_weight="balanced").fit(Z, y)
+    # the regularised optimum, reached by another solver run to convergence
+    lr = LogisticRegression(tol=1e-12, max_iter=10000, class_weight="balanced").fit(Z, y)
     np.testing.assert_allclose(det.score_features(X), lr.predict_proba(Z)[:, 1], rtol=1e-6)
     assert det.score_features(X)[y == 1].mean() > det.score_features(X)[y == 0].mean()
     # unsupervised: mean of per-layer z-scores over the naturals
