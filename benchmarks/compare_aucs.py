@@ -9,7 +9,10 @@ that a speed-up changed no result beyond noise: run the same config with it on a
     python benchmarks/compare_aucs.py runs/lfw-dlib runs/lfw-dlib-control [--tol 0.01] [--json]
 
 Prints, per file, how many AUCs were paired, the largest |difference| and every pair over
-``--tol``.  Exit status 0 when none is over, 1 otherwise, 2 when a file is missing.
+``--tol``.  Where a run stores a bootstrap interval beside an AUC (``auc_ci``,
+``macro_auc_ci``), each difference is also set against that interval's half-width (the
+narrower of the two runs'): the sampling noise of the AUC itself.  Exit status 0 when none is
+over ``--tol``, 1 otherwise, 2 when a file is missing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ def auc_leaves(x: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, float]
             yield "/".join(path), float(x)
 
 
+def ci_half_widths(x: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, float]]:
+    """(path of the AUC, half-width of its bootstrap interval) for every ``*auc_ci`` pair stored."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if str(k).endswith("auc_ci") and isinstance(v, list) and len(v) == 2 and None not in v:
+                yield "/".join((*path, str(k)[: -len("_ci")])), (float(v[1]) - float(v[0])) / 2
+            elif k not in SKIP:
+                yield from ci_half_widths(v, (*path, str(k)))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from ci_half_widths(v, (*path, str(i)))
+
+
 def compare(a: Path, b: Path, tol: float) -> dict[str, Any]:
     """Per file: AUCs paired, only on one side, the largest |difference| and the pairs over ``tol``."""
     out: dict[str, Any] = {}
@@ -50,14 +66,20 @@ def compare(a: Path, b: Path, tol: float) -> dict[str, Any]:
                 print(f"{run / rel}: not found (has that run finished its detectors and benchmark stages?)",
                       file=sys.stderr)
                 raise SystemExit(2)
-        A = dict(auc_leaves(json.loads((a / rel).read_text())))
-        B = dict(auc_leaves(json.loads((b / rel).read_text())))
+        ja, jb = json.loads((a / rel).read_text()), json.loads((b / rel).read_text())
+        A, B = dict(auc_leaves(ja)), dict(auc_leaves(jb))
+        ca, cb = dict(ci_half_widths(ja)), dict(ci_half_widths(jb))
+        half = {k: min(ca[k], cb[k]) for k in ca if k in cb and min(ca[k], cb[k]) > 0}
         both = [k for k in A if k in B]
         diffs = sorted(((abs(A[k] - B[k]), k) for k in both), reverse=True)
+        ratios = [d / half[k] for d, k in diffs if k in half]
         out[rel] = {
             "paired": len(both), "only_first": len(A.keys() - B.keys()), "only_second": len(B.keys() - A.keys()),
             "max_abs_diff": diffs[0][0] if diffs else None,
-            "over": [{"path": k, "first": A[k], "second": B[k], "abs_diff": d} for d, k in diffs if d > tol],
+            "with_interval": len(ratios),
+            "max_diff_over_ci_half_width": max(ratios) if ratios else None,
+            "over": [{"path": k, "first": A[k], "second": B[k], "abs_diff": d, "ci_half_width": half.get(k)}
+                     for d, k in diffs if d > tol],
         }
     return out
 
@@ -77,8 +99,12 @@ def main() -> int:
         for rel, r in res.items():
             print(f"{rel}: {r['paired']} AUCs paired ({r['only_first']} only in the first, {r['only_second']} only "
                   f"in the second); largest |difference| {r['max_abs_diff']:.4f}; {len(r['over'])} over {a.tol}")
+            if r["with_interval"]:
+                print(f"  {r['with_interval']} with a bootstrap interval: the largest difference is "
+                      f"{r['max_diff_over_ci_half_width']:.2f} of the interval's half-width")
             for o in r["over"]:
-                print(f"  {o['abs_diff']:.4f}  {o['first']:.4f} / {o['second']:.4f}  {o['path']}")
+                ci = "" if o["ci_half_width"] is None else f"  (interval half-width {o['ci_half_width']:.3f})"
+                print(f"  {o['abs_diff']:.4f}  {o['first']:.4f} / {o['second']:.4f}  {o['path']}{ci}")
     return 1 if any(r["over"] for r in res.values()) else 0
 
 
