@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigError
@@ -13,7 +14,7 @@ from .deep_features import DeepFeaturesAttack
 from .gradient import BIM, FGSM, L2MIFGSM, MIFGSM
 from .lbfgs import LBFGS
 
-__all__ = ["ATTACKS", "list_attacks", "attack_class", "attack_kind", "create_attack", "attack_parameters"]
+__all__ = ["ATTACKS", "list_attacks", "known_attacks", "attack_class", "attack_kind", "create_attack", "attack_parameters"]
 
 #: registry name -> attack class
 ATTACKS: dict[str, type[Attack]] = {
@@ -24,6 +25,15 @@ ATTACKS: dict[str, type[Attack]] = {
 def list_attacks() -> list[str]:
     """The registry names, sorted."""
     return sorted(ATTACKS)
+
+
+def known_attacks(names: Iterable[str], field: str) -> list[str]:
+    """``names`` as a list, each checked to be registered (a ConfigError names ``field``)."""
+    out = list(names)
+    for n in out:
+        if n not in ATTACKS:
+            raise ConfigError(f"{field}: unknown attack {n!r}; known: {', '.join(list_attacks())}")
+    return out
 
 
 def attack_class(name: str) -> type[Attack]:

@@ -37,6 +37,7 @@ from ..utils.progress import progress
 from .base import AttackResult
 from .criteria import Misclassification, TargetedMisclassification
 from .grid import EXECUTION_PARAMS, AttackSpec, RunConfig, draw_targets
+from .registry import known_attacks
 from .shards import check_run_folder, open_attack_folder, run_metadata, shard_complete, write_shard
 
 __all__ = ["run_attacks", "ShardDone", "ShardTask", "ShardWorker"]
@@ -218,7 +219,7 @@ def run_attacks(
 
     factory = _WorkerFactory(config, classifier if needs_clf else None, face_model if needs_df else None,
                              templates if needs_df else None, tpl_labels, str(device),
-                             frozenset(_known_attacks(speedups_off_for)))
+                             frozenset(known_attacks(speedups_off_for, "speedups_off_for")))
     bar = progress(total=len(config.attacks) * n_shards, initial=len(report), desc="attack shards", unit="shard")
     try:
         for i, (advs, rows, seconds) in (executor or LocalExecutor()).imap(factory, tasks):
@@ -272,17 +273,6 @@ def _needed_models(config: RunConfig, classifier: nn.Module | None, face_model: 
     if needs_df and (face_model is None or templates is None):
         raise ConfigError(f"attacks {', '.join(needs_df[:3])}... need a face_model and templates")
     return needs_clf, needs_df
-
-
-def _known_attacks(names: Collection[str]) -> list[str]:
-    """``names`` checked against the attack registry (a ConfigError names the unknown one)."""
-    from .registry import list_attacks
-
-    known = list_attacks()
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise ConfigError(f"speedups_off_for: unknown attack {bad[0]!r}; known: {', '.join(known)}")
-    return list(names)
 
 
 def _ranges(xs: list[int]) -> str:

@@ -96,16 +96,13 @@ class ModelConfig:
     speedups_off_for: list[str] = field(default_factory=lambda: ["cw_l2", "deep_features"], repr=False)
 
     def check(self, where: str) -> None:
-        from ..attacks.registry import list_attacks
+        from ..attacks.registry import known_attacks
         from ..models.registry import list_models
 
         if self.name not in list_models():
             raise ConfigError(f"{where}.name: unknown face model {self.name!r}; known: {', '.join(list_models())}")
         _at_least(self.batch_size, 1, f"{where}.batch_size")
-        bad = [a for a in self.speedups_off_for if a not in list_attacks()]
-        if bad:
-            raise ConfigError(f"{where}.speedups_off_for: unknown attack {bad[0]!r}; "
-                              f"known: {', '.join(list_attacks())}")
+        known_attacks(self.speedups_off_for, f"{where}.speedups_off_for")
 
 
 @dataclass

@@ -7,6 +7,7 @@ data -> features -> classifier -> recognition -> attacks -> deep_features -> tra
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -201,9 +202,10 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
 
     out = ctx.path("attacks", folder, "run.json").parent
     prune_stale(run_config, out)
+    run = functools.partial(run_attacks, run_config, out, device=ctx.device, executor=ctx.executor,
+                            speedups_off_for=ctx.cfg.model.speedups_off_for, **kwargs)
     try:
-        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor,
-                           speedups_off_for=ctx.cfg.model.speedups_off_for, **kwargs)
+        done = run()
     except ConfigError as exc:
         if "holds a run with different inputs or models" not in str(exc):
             raise
@@ -213,8 +215,7 @@ def _attack(ctx: RunContext, run_config: Any, folder: str, **kwargs: Any) -> dic
 
         log.info("attacks (%s): the attacked sources or models changed; starting the folder afresh", folder)
         shutil.rmtree(out)
-        done = run_attacks(run_config, out, device=ctx.device, executor=ctx.executor,
-                           speedups_off_for=ctx.cfg.model.speedups_off_for, **kwargs)
+        done = run()
     skipped = sum(d.status == "skipped" for d in done)
     if skipped:
         log.info("attacks (%s): %d of %d shards were complete already and skipped", folder, skipped, len(done))
