@@ -84,7 +84,9 @@ def measure(args: argparse.Namespace, alloc: str) -> dict:
     same = {"success_equal": bool(torch.equal(r_old.success, r_new.success)),
             "adversarial_max_diff": float((r_old.clipped[0] - r_new.clipped[0]).abs().max()),
             "pixels_differing_share": float((r_old.clipped[0] != r_new.clipped[0]).float().mean()),
-            "fused_equals_channels_last_bitwise": bool(torch.equal(r_cl.clipped[0], r_new.clipped[0]))}
+            "fused_success_equals_channels_last": bool(torch.equal(r_cl.success, r_new.success)),
+            "fused_vs_channels_last_pixels_differing_share":
+                float((r_cl.clipped[0] != r_new.clipped[0]).float().mean())}
     times: dict[str, list[float]] = {f"{k}@{alloc}": [] for k in runs}
     cpu: dict[str, list[float]] = {f"{k}@{alloc}": [] for k in runs}
     for _ in range(args.repeats):

@@ -7,7 +7,8 @@ depend on the values) at several batch sizes, times the two operations in each v
   ``set_fused(False)``): the floor before issue 16;
 - ``channels_last``: NHWC weights and activations, plain graph (the first issue-16 floor);
 - ``cl+fused``: channels-last and the model's cheaper equivalent graph (``set_fused(True)``,
-  frad's default; dlib only: max-pool before the stem's ReLU, in-place ReLU and residual add);
+  frad's default; dlib only: max-pool before the stem's ReLU, in-place ReLU and residual add,
+  the stem's input gradient as a stride-1 convolution, :mod:`frad.models.space_to_depth`);
 - ``compile`` / ``compile+cl``: ``torch.compile`` of the network on top of either layout
   (``--compile``; compiling takes minutes per shape on 2 cores, so it is opt-in);
 

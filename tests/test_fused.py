@@ -1,9 +1,9 @@
-"""dlib's fused graph equals the plain one bit for bit; keeping freed memory changes no result.
+"""dlib's fused graph equals the plain one; keeping freed memory changes no result.
 
-The fused graph (max-pool before the stem's ReLU, in-place ReLU and residual add) is frad's
-default, so ``test_dlib_parity.py`` checks it against dlib itself; here it is checked against
-the plain graph it replaces, through embeddings, every tap and input gradients, and through
-an attack.
+The fused graph (max-pool before the stem's ReLU, in-place ReLU and residual add, the stem's
+input gradient as a stride-1 convolution) is frad's default, so ``test_dlib_parity.py`` checks
+it against dlib itself; here it is checked against the plain graph it replaces: embeddings and
+every tap bit for bit, input gradients to float tolerance, and through an attack.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _run(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
-def test_dlib_fused_graph_equals_plain_graph_bit_for_bit(dlib_model, memory_format):
+def test_dlib_fused_graph_equals_plain_graph(dlib_model, memory_format):
     assert dlib_model.fused  # the default, so the parity test against dlib runs the fused graph
     x = torch.rand(3, 3, 150, 150, generator=torch.Generator().manual_seed(3)) * 255
     # a corner of negative stem responses too, where max-pool and ReLU meet ties at zero
@@ -50,14 +50,16 @@ def test_dlib_fused_graph_equals_plain_graph_bit_for_bit(dlib_model, memory_form
     finally:
         dlib_model.set_memory_format("channels_last").set_fused(True)
     assert torch.equal(emb_f, emb_p)
-    assert torch.equal(g_f, g_p) and g_f.abs().max() > 0
+    # the stem's input gradient sums the same products in another order (space_to_depth.py)
+    assert g_f.abs().max() > 0
+    torch.testing.assert_close(g_f, g_p, rtol=1e-4, atol=1e-5 * float(g_p.abs().max()))
     assert taps_f.keys() == taps_p.keys() and len(taps_f) == 15
     for k in taps_f:
         assert torch.equal(taps_f[k], taps_p[k]), k
     assert torch.equal(inference, emb_f)
 
 
-def test_bim_on_the_fused_graph_equals_bim_on_the_plain_one(dlib_model):
+def test_bim_on_the_fused_graph_matches_bim_on_the_plain_one(dlib_model):
     torch.manual_seed(0)
     clf = FaceClassifier(dlib_model, 4, dropout=0.0).eval()
     with torch.no_grad():
@@ -71,7 +73,8 @@ def test_bim_on_the_fused_graph_equals_bim_on_the_plain_one(dlib_model):
     finally:
         dlib_model.set_fused(True)
     fused = attack(clf, x, Misclassification(y), epsilons=0.01)
-    assert torch.equal(plain.clipped[0], fused.clipped[0])
+    # sign steps can turn a rounding difference in a near-zero gradient into another pixel
+    assert float((plain.clipped[0] != fused.clipped[0]).float().mean()) < 0.01
     assert torch.equal(plain.success, fused.success)
     assert (plain.clipped[0] != x).any()
 

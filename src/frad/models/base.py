@@ -254,8 +254,9 @@ class FaceModel(nn.Module):
         """Whether the network runs its cheaper, equivalent graph (default ``True``).
 
         What that means is the subclass's business (dlib's network: max-pool before the stem's
-        ReLU, in-place ReLU and residual add); outputs and input gradients are the same as
-        with ``fused=False`` (bit for bit for dlib's rewrites, see ``tests/test_fused.py``).
+        ReLU, in-place ReLU and residual add, the stem's input gradient as a stride-1
+        convolution); outputs are the same as with ``fused=False`` (bit for bit for dlib's
+        rewrites) and input gradients equal to float tolerance (see ``tests/test_fused.py``).
         """
         return self._fused
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..errors import FradError
 from .base import EMBEDDING, FaceModel, ModelInfo, PixelPreprocess, Preprocessing, TapInfo
 from .dlib_format import DlibFormatError, DlibNetFile, LayerRecord, read_dlib_net
+from .space_to_depth import conv2d_s2d_grad
 
 __all__ = ["DlibResNet", "find_models_file", "ModelFilesNotFound", "DLIB_RESNET_FILE"]
 
@@ -135,8 +136,9 @@ class DlibResNet(FaceModel):
         fused = self._fused
         if fused:
             # max-pool commutes with ReLU exactly (values and gradients): pooling first runs the
-            # ReLU and its backward on a 4x smaller map (benchmarks/bench_floor.py: fused)
-            x = F.relu_(F.max_pool2d(self.stem(x), 3, 2))
+            # ReLU and its backward on a 4x smaller map (benchmarks/bench_floor.py: fused); the
+            # stem's input gradient runs as a stride-1 convolution (models/space_to_depth.py)
+            x = F.relu_(F.max_pool2d(conv2d_s2d_grad(self.stem, x), 3, 2))
         else:
             x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
         for i, unit in enumerate(self.units):
