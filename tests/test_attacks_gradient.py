@@ -330,3 +330,23 @@ def test_adversarials_stay_in_their_box_and_the_pixel_range(name, seed, eps, tar
     else:
         assert float((res.clipped[0] - x).flatten(1).norm(dim=1).max()) <= budget + 1e-3
     assert torch.allclose(res.l2[0], (res.clipped[0] - x).flatten(1).norm(dim=1))
+
+
+def test_in_place_linf_projection_equals_clip_linf_bit_for_bit():
+    # the sign step's one-pass add and in-place projection must not change a single value
+    from frad.attacks.base import _per_sample, clip_linf
+    from frad.attacks.gradient import _project_linf_
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 3, 20, 20, generator=gen) * 255
+    x = (x0 + (torch.rand(x0.shape, generator=gen) - 0.5) * 30).clamp(0, 255)
+    g = torch.randn(x0.shape, generator=gen)
+    g[g.abs() < 0.3] = 0
+    for direction in (1.0, -1.0):
+        old = clip_linf(x0, x + (direction * 1.7) * g.sign(), 4.3).clamp_(0, 255)
+        new = _project_linf_(torch.add(x, g.sign(), alpha=direction * 1.7), x0, 4.3)
+        assert torch.equal(old, new)
+        e, st = torch.rand(8, generator=gen) * 10, torch.rand(8, generator=gen) * 3
+        step = direction * _per_sample(st, 4) * g.sign()
+        assert torch.equal(clip_linf(x0, x + step, e).clamp_(0, 255), _project_linf_(x + step, x0, e))
+    assert (old != x).any() and (old - x0).abs().max() <= 4.3 + 1e-4

@@ -135,9 +135,24 @@ class _LinfSign(_IterativeGradientAttack):
         eps: Tensor, step: Tensor, direction: float,
     ) -> Tensor:
         g = self.direction_of(grad, state, idx).sign()
-        # direction is +-1: folding it into the step changes no value
-        x = x + (direction * step if isinstance(step, float) else direction * _per_sample(step, x.ndim)) * g
-        return clip_linf(x0, x, eps).clamp_(PIXEL_MIN, PIXEL_MAX)
+        # direction is +-1: folding it into the step changes no value; nor does adding
+        # alpha x sign in one pass (alpha x +-1 is exact), and the projection runs in place
+        if isinstance(step, float):
+            x = torch.add(x, g, alpha=direction * step)
+        else:
+            x = x + direction * _per_sample(step, x.ndim) * g
+        return _project_linf_(x, x0, eps)
+
+
+def _project_linf_(x: Tensor, x0: Tensor, eps: Tensor | float) -> Tensor:
+    """:func:`clip_linf` then the pixel range, overwriting ``x`` (the same values, fewer copies)."""
+    d = x.sub_(x0)
+    if isinstance(eps, Tensor):
+        e = _per_sample(eps.to(x.dtype), x.ndim)
+        d = torch.clamp(d, min=-e, max=e, out=d)
+    else:
+        d.clamp_(-eps, eps)
+    return d.add_(x0).clamp_(PIXEL_MIN, PIXEL_MAX)
 
 
 class BIM(_LinfSign):
