@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,20 @@ def report(payload: dict[str, Any], text: str, as_json: bool) -> None:
         sys.stdout.write("\n")
     else:
         print(text)
+
+
+def interleaved_medians(
+    jobs: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds per call of each job on ``clock``, the jobs interleaved within each repeat
+    (so machine load hits them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, fn in jobs.items():
+            t = clock()
+            fn()
+            times[k].append(clock() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -19,14 +19,12 @@ The machine is shared: compare the ratios, not the absolute times.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import report
+from _common import interleaved_medians, report
 from frad.detection import load_run_detector, run_detector_index
 from frad.detection.base import pixel_features
 from frad.models.base import to_pixels
@@ -104,13 +102,7 @@ def main() -> None:
         jobs[f"{n} (its own part)"] = (lambda d=d: d.score_features(feats))
     for f in jobs.values():  # warm-up
         f()
-    times: dict[str, list[float]] = {k: [] for k in jobs}
-    for _ in range(args.repeats):
-        for k, f in jobs.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(jobs, args.repeats)
     base = med["face network"]
     rows = {k: {"seconds_per_batch": v, "images_per_second": len(pixels) / v,
                 "detector_share": None if k in ("face network",) or k.endswith("(its own part)") else 1.0 - base / v}

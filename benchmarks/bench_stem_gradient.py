@@ -15,11 +15,10 @@ largest relative difference.  Only dlib's network uses it (its fused graph).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
-from _common import report
+from _common import interleaved_medians, report
 
 from frad.models.space_to_depth import strided_conv_input_grad
 
@@ -56,13 +55,7 @@ def main() -> None:
                 }
                 ref, got = fns["pytorch"](), fns["frad"]()
                 diff = float((got - ref).abs().max() / ref.abs().max())
-                cpu: dict[str, list[float]] = {key: [] for key in fns}
-                for _ in range(args.repeats):
-                    for key, fn in fns.items():
-                        c = time.process_time()
-                        fn()
-                        cpu[key].append(time.process_time() - c)
-                med = {key: statistics.median(v) * 1000 for key, v in cpu.items()}
+                med = {key: v * 1000 for key, v in interleaved_medians(fns, args.repeats, time.process_time).items()}
                 rows.append({"stem": name, "batch": batch, "layout": layout, "pytorch_ms": med["pytorch"],
                              "frad_ms": med["frad"], "ratio": med["pytorch"] / med["frad"], "max_rel_diff": diff})
     lines = [f"stem input gradient, CPU ms per call (median of {args.repeats}), {args.threads} thread(s)",

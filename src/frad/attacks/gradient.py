@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import PIXEL_MAX, PIXEL_MIN, FixedEpsilonAttack, RunOutput, _check_mode, _per_sample, clip_l2, clip_linf
+from .base import PIXEL_MAX, PIXEL_MIN, FixedEpsilonAttack, RunOutput, _check_mode, _per_sample, clip_l2
 from .criteria import Criterion
 
 __all__ = ["FGSM", "BIM", "MIFGSM", "L2MIFGSM", "input_gradient"]
@@ -146,13 +146,8 @@ class _LinfSign(_IterativeGradientAttack):
 
 def _project_linf_(x: Tensor, x0: Tensor, eps: Tensor | float) -> Tensor:
     """:func:`clip_linf` then the pixel range, overwriting ``x`` (the same values, fewer copies)."""
-    d = x.sub_(x0)
-    if isinstance(eps, Tensor):
-        e = _per_sample(eps.to(x.dtype), x.ndim)
-        d = torch.clamp(d, min=-e, max=e, out=d)
-    else:
-        d.clamp_(-eps, eps)
-    return d.add_(x0).clamp_(PIXEL_MIN, PIXEL_MAX)
+    e = _per_sample(eps.to(x.dtype), x.ndim) if isinstance(eps, Tensor) else eps
+    return x.sub_(x0).clamp_(-e, e).add_(x0).clamp_(PIXEL_MIN, PIXEL_MAX)
 
 
 class BIM(_LinfSign):
